@@ -1,0 +1,42 @@
+"""Backend registry: the implementations of the kernel contract (:mod:`fastgd._contract`).
+
+``"numpy"`` is the reference (the executable specification), ``"numba"`` and ``"cython"`` the
+compiled engines. ``"auto"`` picks the fastest compiled engine installed. Backends are
+imported only when first asked for, so importing fastgd compiles nothing.
+
+The environment variable ``FASTGD_BACKEND`` overrides ``"auto"`` (the test suite uses it to run
+everything on each backend in turn).
+"""
+
+import importlib
+import os
+
+BACKENDS = ("numpy", "numba", "cython")
+_MODULES = {"numpy": "._reference", "numba": "._numba", "cython": "._cython"}
+# Order of preference for "auto": measured in bench/ (see README, Performance).
+_AUTO_ORDER = ("numba", "cython", "numpy")
+_loaded = {}
+
+
+def available(name):
+    """True when backend ``name`` can be imported here."""
+    try:
+        get_backend(name)
+    except ImportError:
+        return False
+    return True
+
+
+def get_backend(name="auto"):
+    """The backend module for ``name`` (one of :data:`BACKENDS` or ``"auto"``)."""
+    if name == "auto":
+        name = os.environ.get("FASTGD_BACKEND", "auto")
+        if name == "auto":
+            for candidate in _AUTO_ORDER:
+                if available(candidate):
+                    return get_backend(candidate)
+    if name not in _MODULES:
+        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}; got {name!r}.")
+    if name not in _loaded:
+        _loaded[name] = importlib.import_module(_MODULES[name], __name__)
+    return _loaded[name]

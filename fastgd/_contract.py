@@ -1,0 +1,101 @@
+"""The kernel contract: the one place that defines what every backend agrees on.
+
+A kernel trains one epoch in one call and sees only arrays and scalars:
+
+``epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)``
+``epoch_csr(data, indices, indptr, y, sw, order, coef, state, t, codes, hp, batch_size,
+grad, work)``
+
+and returns ``(status, loss_sum)``. The arrays are
+
+==========  ====================================  ==========================================
+name        shape / dtype                         meaning
+==========  ====================================  ==========================================
+X           (n, p), C-contiguous, float32/64      features (or CSR parts data/indices/indptr)
+y           (n, n_targets), X.dtype               targets; class index (as float) for softmax
+sw          (n,), X.dtype                         sample weights, normalised to mean 1
+order       (n_steps_samples,), int64             sample order of this epoch (drawn in Python)
+coef        (p + 1, K), X.dtype                   weights; the intercept is the last row
+state       (n_slots, p + 1, K), X.dtype          optimizer state (see ``N_SLOTS``)
+t           (1,), int64                           optimizer steps taken so far (updated)
+codes       (N_CODES,), int64                     integer switches at the ``C_*`` slots
+hp          (N_HP,), float64                      hyper-parameters at the ``H_*`` slots
+grad        (p + 1, K), X.dtype                   gradient buffer (scratch)
+work        (WORK_ROWS, K), X.dtype               per-sample scratch (margins, dloss/dz)
+==========  ====================================  ==========================================
+
+``loss_sum`` is the sum over the epoch of ``sw[i] * loss_i``, each sample's loss taken at the
+parameters *before* the step its batch contributes to (the running training loss). The status
+is ``STATUS_OK`` or ``STATUS_NONFINITE`` (a non-finite loss or parameter: the kernel returns at
+once, leaving ``coef`` partly updated; the driver restores the epoch's starting point).
+
+Kernels validate nothing, never allocate per step, never call back into Python.
+"""
+
+# --- integer switches (``codes``) -------------------------------------------------------
+C_LOSS = 0
+C_OPTIMIZER = 1
+C_NESTEROV = 2
+C_AMSGRAD = 3
+C_SCHEDULE = 4
+C_SCHEDULE_UNIT = 5
+C_LAZY = 6  # sparse only: 1 = lazy (approximate) catch-up for momentum / Adam
+N_CODES = 7
+
+LOSS_SQUARED = 0  # (y_hat - y)^2 per output, summed over outputs
+LOSS_LOG = 1  # binary log loss on one margin, y in {0, 1}
+LOSS_SOFTMAX = 2  # multinomial cross-entropy on K margins, y = class index
+
+OPT_SGD = 0  # plain SGD or SGD with momentum (H_MOMENTUM > 0), Nesterov flag
+OPT_ADAGRAD = 1
+OPT_RMSPROP = 2
+OPT_ADAM = 3  # Adam / AMSGrad; AdamW is Adam with H_WEIGHT_DECAY > 0
+
+SCHED_CONSTANT = 0
+SCHED_STEP = 1
+SCHED_EXPONENTIAL = 2
+SCHED_POLYNOMIAL = 3
+SCHED_COSINE = 4
+SCHED_INVSCALING = 5
+
+UNIT_STEP = 0  # the schedule's clock is t, the optimizer steps taken before this step
+UNIT_EPOCH = 1  # the schedule's clock is the epoch index hp[H_EPOCH]
+
+# --- hyper-parameter slots (``hp``) -----------------------------------------------------
+H_LR = 0  # base learning rate eta0
+H_LR_SCALE = 1  # multiplier set between epochs (reduce-on-plateau); 1 otherwise
+H_MOMENTUM = 2
+H_BETA1 = 3
+H_BETA2 = 4
+H_EPS = 5
+H_RHO = 6
+H_WEIGHT_DECAY = 7  # decoupled (AdamW) decay, applied as w *= 1 - lr * wd
+H_L2 = 8  # coupled L2 strength alpha * (1 - l1_ratio), added to the gradient
+H_L1 = 9  # L1 strength alpha * l1_ratio, applied by a proximal (soft-threshold) step
+H_CLIP = 10  # global gradient-norm bound; 0 disables clipping
+H_GAMMA = 11  # step / exponential decay factor
+H_STEP_SIZE = 12  # step decay period (in the schedule's unit)
+H_POWER = 13  # polynomial / inverse-scaling exponent
+H_T_MAX = 14  # polynomial / cosine horizon (in the schedule's unit)
+H_LR_MIN = 15  # polynomial end / cosine minimum learning rate
+H_WARMUP = 16  # linear warm-up length (in the schedule's unit); 0 = none
+H_EPOCH = 17  # the epoch index (clock of UNIT_EPOCH schedules)
+N_HP = 18
+
+# --- status codes ------------------------------------------------------------------------
+STATUS_OK = 0
+STATUS_NONFINITE = 1
+
+# --- per-sample scratch: rows of ``work`` --------------------------------------------
+WORK_ROWS = 2  # row 0: margins z, row 1: dloss/dz
+
+
+def n_slots(optimizer_code, momentum, amsgrad):
+    """Number of optimizer-state slots the kernel reads and writes."""
+    if optimizer_code == OPT_SGD:
+        return 1 if momentum > 0 else 0
+    if optimizer_code in (OPT_ADAGRAD, OPT_RMSPROP):
+        return 1
+    if optimizer_code == OPT_ADAM:
+        return 3 if amsgrad else 2
+    raise ValueError(f"unknown optimizer code {optimizer_code}")

@@ -1,0 +1,237 @@
+"""Shared machinery of the gradient-descent estimators: parameters, validation, training."""
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, check_random_state, validate_data
+
+from fastgd import _contract as C
+from fastgd import _solver
+from fastgd._backends import get_backend
+from fastgd.exceptions import DivergenceError
+from fastgd.optim import OPTIMIZER_NAMES, Optimizer, get_optimizer
+from fastgd.schedules import SCHEDULE_NAMES, Schedule, get_schedule
+
+_INITS = ("zeros", "random", "xavier")
+
+
+def make_rng(random_state):
+    """A NumPy ``Generator`` from scikit-learn's ``random_state`` conventions."""
+    if random_state is None:
+        return np.random.default_rng()
+    if isinstance(random_state, Integral):
+        return np.random.default_rng(int(random_state))
+    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    return np.random.default_rng(seed)
+
+
+class BaseGD(BaseEstimator):
+    """Base class of :class:`~fastgd.LinearRegression` and :class:`~fastgd.LogisticRegression`.
+
+    Subclasses define the loss and targets (``_encode_targets``), how parameters map to
+    ``coef_``/``intercept_`` (``_publish_coef``) and the early-stopping score.
+    """
+
+    _parameter_constraints = {
+        "optimizer": [StrOptions(set(OPTIMIZER_NAMES)), Optimizer],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left"), None],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "grad_tol": [Interval(Real, 0, None, closed="neither"), None],
+        "schedule": [StrOptions(set(SCHEDULE_NAMES)), Schedule],
+        "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "init": [StrOptions(set(_INITS))],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "backend": [StrOptions({"auto", "numpy", "numba", "cython"})],
+    }
+
+    _accept_sparse = False
+
+    # --- subclass hooks ----------------------------------------------------------------
+    def _validate_targets(self, X, y, first, classes):
+        """Validate and encode ``y``: returns ``(y2, class_sample_weight_or_None)`` and
+        sets ``self._loss_code`` / ``self._n_outputs`` on the first call."""
+        raise NotImplementedError
+
+    def _publish_coef(self, coef):
+        raise NotImplementedError
+
+    def _score_margins(self, z, y2, sw):
+        """Early-stopping score of margins ``z`` against encoded targets ``y2``."""
+        raise NotImplementedError
+
+    # --- configuration -------------------------------------------------------------------
+    def _penalty_strengths(self):
+        if self.penalty is None:
+            return 0.0, 0.0
+        if self.penalty == "l2":
+            return float(self.alpha), 0.0
+        if self.penalty == "l1":
+            return 0.0, float(self.alpha)
+        return float(self.alpha) * (1.0 - self.l1_ratio), float(self.alpha) * self.l1_ratio
+
+    def _settings(self, optimizer, n_train, loss_code, validation_score):
+        batch_size = n_train if self.batch_size is None else min(int(self.batch_size), n_train)
+        schedule = get_schedule(self.schedule)
+        if schedule.needs_horizon():
+            per_epoch = math.ceil(n_train / batch_size) if schedule.unit == "step" else 1
+            schedule = schedule.with_horizon(self.max_iter * per_epoch)
+        codes = np.zeros(C.N_CODES, dtype=np.int64)
+        hp = np.zeros(C.N_HP, dtype=np.float64)
+        codes[C.C_LOSS] = loss_code
+        hp[C.H_LR] = self.learning_rate
+        hp[C.H_LR_SCALE] = 1.0
+        optimizer.encode(codes, hp)
+        schedule.encode(codes, hp)
+        hp[C.H_L2], hp[C.H_L1] = self._penalty_strengths()
+        hp[C.H_CLIP] = 0.0 if self.clip_norm is None else self.clip_norm
+        return _solver.Settings(
+            codes=codes, hp=hp, batch_size=batch_size, shuffle=bool(self.shuffle),
+            schedule=schedule, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+            grad_tol=self.grad_tol, validation_score=validation_score, verbose=self.verbose,
+        )
+
+    def _init_coef(self, n_features, K, dtype, rng):
+        coef = np.zeros((n_features + 1, K), dtype=dtype)
+        if self.init == "random":
+            coef[:-1] = 0.01 * rng.standard_normal((n_features, K))
+        elif self.init == "xavier":
+            coef[:-1] = rng.standard_normal((n_features, K)) / np.sqrt(max(n_features, 1))
+        return coef
+
+    # --- validation ----------------------------------------------------------------------
+    def _validate_X_y(self, X, y, first):
+        dtype = [np.float64, np.float32] if first else self._dtype
+        accept_sparse = "csr" if self._accept_sparse else False
+        return validate_data(
+            self, X, y, reset=first, accept_sparse=accept_sparse, dtype=dtype, order="C",
+            multi_output=self._multi_output, y_numeric=self._y_numeric,
+        )
+
+    def _sample_weight(self, sample_weight, X, class_sw):
+        sw = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True)
+        if class_sw is not None:
+            sw *= class_sw
+        return sw
+
+    # --- training ------------------------------------------------------------------------
+    def _fit(self, X, y, sample_weight, incremental, classes=None):
+        fitted = hasattr(self, "_train_state")
+        first = not (incremental and fitted)
+        X, y = self._validate_X_y(X, y, first)
+        if not first and self._accept_sparse and sp.issparse(X):
+            X = X.astype(self._dtype, copy=False)
+        y2, class_sw = self._validate_targets(X, y, first, classes)
+        sw = self._sample_weight(sample_weight, X, class_sw)
+        optimizer = get_optimizer(self.optimizer)
+        n, p = X.shape
+        K = self._n_outputs
+
+        if first:
+            rng = make_rng(self.random_state)
+            if self.warm_start and fitted and not incremental and self._train_state.coef.shape == (p + 1, K):
+                coef = self._train_state.coef.astype(X.dtype, copy=True)
+            else:
+                coef = self._init_coef(p, K, X.dtype, rng)
+            ts = _solver.TrainState(coef=coef, opt_state=optimizer.init_state(coef.shape, X.dtype), rng=rng)
+        else:
+            ts = self._train_state.copy()
+            if ts.opt_state.shape[0] != optimizer.n_slots():
+                raise ValueError(
+                    "partial_fit cannot change the optimizer of a model being trained; "
+                    "call fit to start again with the new optimizer."
+                )
+
+        train_idx, val_idx = np.arange(n, dtype=np.int64), None
+        if self.early_stopping and not incremental:
+            train_idx, val_idx = self._split(n, y2, ts.rng)
+        sw_train_sum = float(np.sum(sw[train_idx], dtype=np.float64))
+        if not sw_train_sum > 0:
+            raise ValueError("sample_weight sums to zero over the training samples; give some samples a positive weight.")
+        sw *= X.dtype.type(len(train_idx) / sw_train_sum)
+        validation_score = None
+        if val_idx is not None:
+            Xv, yv, swv = X[val_idx], y2[val_idx], sw[val_idx]
+
+            def validation_score(coef):
+                return self._score_margins(np.asarray(Xv @ coef[:-1] + coef[-1]), yv, swv)
+
+        settings = self._settings(optimizer, len(train_idx), self._loss_code, validation_score)
+        problem = _solver.Problem(X=X, y=y2, sw=sw, train_idx=train_idx)
+        backend = get_backend(self.backend)
+        n_epochs = 1 if incremental else self.max_iter
+        try:
+            converged = _solver.train(backend, problem, ts, settings, n_epochs, check_convergence=not incremental)
+        except DivergenceError:
+            self._publish(ts, X.dtype, settings)
+            raise
+        if not incremental:
+            _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__)
+        self._publish(ts, X.dtype, settings)
+        return self
+
+    def _split(self, n, y2, rng):
+        seed = int(rng.integers(np.iinfo(np.int32).max))
+        stratify = self._loss_code != C.LOSS_SQUARED
+        cv = (StratifiedShuffleSplit if stratify else ShuffleSplit)(
+            n_splits=1, test_size=self.validation_fraction, random_state=seed
+        )
+        try:
+            train_idx, val_idx = next(cv.split(np.zeros((n, 1)), y2[:, 0] if stratify else None))
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping could not hold out validation_fraction={self.validation_fraction} of "
+                f"{n} samples ({exc}); use more samples, a larger validation_fraction, or "
+                "early_stopping=False."
+            ) from exc
+        if len(train_idx) == 0 or len(val_idx) == 0:
+            raise ValueError(f"early_stopping needs samples on both sides of the split; got {n} samples.")
+        return np.sort(train_idx).astype(np.int64), np.sort(val_idx).astype(np.int64)
+
+    def _publish(self, ts, dtype, settings):
+        """Copy a training state into the public fitted attributes."""
+        self._train_state = ts
+        self._dtype = dtype
+        self._publish_coef(ts.coef)
+        self.n_iter_ = ts.n_iter
+        self.t_ = int(ts.t[0])
+        self.loss_curve_ = list(ts.loss_curve)
+        if settings.validation_score is not None:
+            self.validation_scores_ = list(ts.validation_scores)
+            self.best_validation_score_ = ts.best_score
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = ts.best_loss
+            for name in ("validation_scores_", "best_validation_score_"):
+                if hasattr(self, name):
+                    delattr(self, name)
+
+    # --- prediction ----------------------------------------------------------------------
+    def _margins(self, X):
+        check_is_fitted(self)
+        accept_sparse = "csr" if self._accept_sparse else False
+        X = validate_data(self, X, reset=False, accept_sparse=accept_sparse, dtype=[np.float64, np.float32])
+        coef = self._train_state.coef
+        if X.dtype != coef.dtype:
+            X = X.astype(coef.dtype)
+        return np.asarray(X @ coef[:-1] + coef[-1])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = self._accept_sparse
+        return tags

@@ -1,0 +1,243 @@
+"""Logistic regression (binary log loss, multinomial softmax) trained by gradient descent."""
+
+import numpy as np
+from scipy.special import expit, log_expit, log_softmax, softmax
+from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
+
+from fastgd import _contract as C
+from fastgd.linear_model._base import BaseGD
+
+
+class LogisticRegression(ClassifierMixin, BaseGD):
+    """Logistic regression fitted by (stochastic, mini-batch or batch) gradient descent.
+
+    Two classes: one weight vector, sigmoid and the binary log loss. More classes: one weight
+    vector per class, softmax and the multinomial cross-entropy. The objective is::
+
+        J(W, b) = (1/n) * sum_i s_i * loss(x_i W + b, y_i)
+                  + alpha * (l1_ratio * ||W||_1 + (1 - l1_ratio) / 2 * ||W||^2)
+
+    with sample weights ``s_i`` (times ``class_weight``) normalised to mean 1. The intercept is
+    never penalised. Each epoch is one call into a compiled kernel.
+
+    Parameters
+    ----------
+    optimizer : str or fastgd.optim.Optimizer, default="adam"
+        ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``,
+        ``"amsgrad"``, ``"adamw"`` or an optimizer object. Update rules follow ``torch.optim``.
+    learning_rate : float, default=0.01
+    batch_size : int or None, default=None
+        ``1``: stochastic GD; ``1 < b < n``: mini-batch; ``None``: full-batch GD.
+    max_iter : int, default=1000
+        Maximum number of epochs.
+    tol : float or None, default=1e-4
+        Stop when the epoch loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
+    n_iter_no_change : int, default=5
+    grad_tol : float or None, default=None
+        Also stop when the full objective gradient norm falls below ``grad_tol``.
+    schedule : str or fastgd.schedules.Schedule, default="constant"
+    penalty : {"l2", "l1", "elasticnet"} or None, default="l2"
+    alpha : float, default=1e-4
+    l1_ratio : float, default=0.15
+    clip_norm : float or None, default=None
+    init : {"zeros", "random", "xavier"}, default="zeros"
+    shuffle : bool, default=True
+    random_state : int, RandomState instance or None, default=None
+    early_stopping : bool, default=False
+        Hold out a stratified ``validation_fraction`` and stop on validation accuracy; keep
+        the best parameters.
+    validation_fraction : float, default=0.1
+    class_weight : dict, "balanced" or None, default=None
+        Weights per class, multiplied into ``sample_weight``; ``"balanced"`` uses
+        ``n_samples / (n_classes * bincount(y))``.
+    warm_start : bool, default=False
+    verbose : int, default=0
+    backend : {"auto", "numba", "cython", "numpy"}, default="auto"
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    n_iter_ : int
+        Epochs run.
+    t_ : int
+        Optimizer steps taken.
+    loss_curve_ : list of float
+        The learning curve (objective per epoch).
+    best_loss_ : float or None
+    validation_scores_ : list of float
+        Validation accuracy per epoch (early stopping only).
+    best_validation_score_ : float
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+
+    See Also
+    --------
+    LinearRegression : the regression counterpart.
+    sklearn.linear_model.LogisticRegression : exact solvers (lbfgs, ...).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from fastgd import LogisticRegression
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = make_pipeline(StandardScaler(), LogisticRegression(batch_size=16, random_state=0))
+    >>> clf.fit(X, y).score(X, y) > 0.95
+    True
+    >>> clf[-1].predict_proba(X[:1]).shape
+    (1, 3)
+    """
+
+    _parameter_constraints = {
+        **BaseGD._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+    _multi_output = False
+    _y_numeric = False
+
+    def __init__(self, *, optimizer="adam", learning_rate=0.01, batch_size=None, max_iter=1000,
+                 tol=1e-4, n_iter_no_change=5, grad_tol=None, schedule="constant", penalty="l2",
+                 alpha=1e-4, l1_ratio=0.15, clip_norm=None, init="zeros", shuffle=True,
+                 random_state=None, early_stopping=False, validation_fraction=0.1,
+                 class_weight=None, warm_start=False, verbose=0, backend="auto"):
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.grad_tol = grad_tol
+        self.schedule = schedule
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.clip_norm = clip_norm
+        self.init = init
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.backend = backend
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit by gradient descent for up to ``max_iter`` epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Class labels (integers, strings, ...).
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : LogisticRegression
+        """
+        self._validate_params()
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch of gradient descent over ``(X, y)``, continuing the current model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            All the classes the model will see; required on the first call.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : LogisticRegression
+        """
+        if not hasattr(self, "_train_state"):
+            self._validate_params()
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            if self.class_weight == "balanced":
+                raise ValueError(
+                    "class_weight='balanced' is not supported by partial_fit (the class "
+                    "frequencies of the whole stream are unknown); pass explicit weights, e.g. "
+                    "dict(zip(classes, compute_class_weight('balanced', classes=classes, y=y_sample)))."
+                )
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes={classes!r} differs from the classes of the first call, {self.classes_!r}.")
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def decision_function(self, X):
+        """Margins: shape (n_samples,) for two classes, (n_samples, n_classes) otherwise."""
+        z = self._margins(X)
+        return z[:, 0] if z.shape[1] == 1 else z
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), in the order of ``classes_``."""
+        z = self._margins(X)
+        if z.shape[1] == 1:
+            p1 = expit(z[:, 0])
+            return np.column_stack([1.0 - p1, p1])
+        return softmax(z, axis=1)
+
+    def predict_log_proba(self, X):
+        """Log class probabilities, computed stably."""
+        z = self._margins(X)
+        if z.shape[1] == 1:
+            return np.column_stack([log_expit(-z[:, 0]), log_expit(z[:, 0])])
+        return log_softmax(z, axis=1)
+
+    def predict(self, X):
+        """Predicted class labels."""
+        z = self._margins(X)
+        idx = (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
+        return self.classes_[idx]
+
+    # --- hooks -----------------------------------------------------------------------------
+    def _validate_targets(self, X, y, first, classes):
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if first:
+            classes_ = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+            if classes is not None and not np.isin(y, classes_).all():
+                unseen = np.setdiff1d(y, classes_)
+                raise ValueError(f"y contains labels {unseen!r} not in classes={classes_!r}.")
+            if len(classes_) < 2:
+                raise ValueError(
+                    "LogisticRegression needs samples of at least 2 classes in the data; it "
+                    f"contains only one class: {classes_[0]!r}."
+                )
+            self.classes_ = classes_
+            self._n_outputs = 1 if len(classes_) == 2 else len(classes_)
+            self._loss_code = C.LOSS_LOG if len(classes_) == 2 else C.LOSS_SOFTMAX
+        else:
+            unseen = np.setdiff1d(y, self.classes_)
+            if len(unseen):
+                raise ValueError(
+                    f"y contains labels {unseen!r} that were not in classes={self.classes_!r} "
+                    "of the first partial_fit call."
+                )
+        idx = np.searchsorted(self.classes_, y)
+        y2 = idx.astype(X.dtype).reshape(-1, 1)
+        class_sw = None
+        if self.class_weight is not None:
+            weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+            class_sw = weights[idx].astype(X.dtype)
+        return y2, class_sw
+
+    def _publish_coef(self, coef):
+        self.coef_ = coef[:-1].T.copy()
+        self.intercept_ = coef[-1].copy()
+
+    def _score_margins(self, z, y2, sw):
+        pred = (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
+        hit = (pred == y2[:, 0].astype(np.intp)).astype(np.float64)
+        return float(np.average(hit, weights=sw))
