@@ -99,3 +99,42 @@ def n_slots(optimizer_code, momentum, amsgrad):
     if optimizer_code == OPT_ADAM:
         return 3 if amsgrad else 2
     raise ValueError(f"unknown optimizer code {optimizer_code}")
+
+
+# --- sparse (CSR) epochs -------------------------------------------------------------------
+# ``epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp,
+# batch_size, grad, work, lazy_work, index_work, counters)`` adds three buffers:
+#   lazy_work   (LAZY_ROWS, p), float64: per coordinate, the step it was last brought up to
+#               date and the cumulative shrink map (A, B) at that step (see below);
+#   index_work  (2, p), int64: row 0 a "touched in batch #" stamp, row 1 the touched list;
+#   counters    (N_COUNTERS,), int64: work done, accumulated (for tests of O(nnz) cost).
+# Between steps, a coordinate that no sample of the batch touches receives only the
+# penalty / optimizer decay. Where that has a closed form, the kernel defers it and catches
+# the coordinate up when it is next touched and at the end of the epoch ("lazy, exact"):
+#   - SGD without momentum, L2 and/or L1: |w| <- max(a_s |w| - b_s, 0) per step with
+#     a_s = 1 - lr_s * l2, b_s = lr_s * l1; composed maps are x -> A x - B.
+#   - AdaGrad and RMSprop without L2: an untouched weight does not move (L1 as above);
+#     RMSprop's accumulator decays by rho per step.
+# Otherwise (momentum, Adam, L2 with AdaGrad/RMSprop, AdamW decay) the exact path updates
+# every coordinate every step (O(p) per step). With codes[C_LAZY] = 1 those optimizers instead
+# update only the coordinates the batch touches (and the intercept): a documented
+# approximation (untouched coordinates keep their value and optimizer state unchanged).
+LAZY_ROWS = 3  # last step, A at that step, B at that step
+COUNT_UPDATES = 0  # coordinate rows updated by an optimizer step
+COUNT_CATCHUPS = 1  # coordinate rows brought up to date lazily
+N_COUNTERS = 2
+
+SPARSE_DENSE = 0  # every coordinate every step (exact)
+SPARSE_LAZY_EXACT = 1  # touched coordinates + closed-form catch-up (exact)
+SPARSE_LAZY_APPROX = 2  # touched coordinates only (approximate; opt-in)
+
+
+def sparse_mode(codes, hp):
+    """Which sparse update path the kernels take for these codes / hyper-parameters."""
+    opt = codes[C_OPTIMIZER]
+    exact = (opt == OPT_SGD and hp[H_MOMENTUM] == 0) or (
+        opt in (OPT_ADAGRAD, OPT_RMSPROP) and hp[H_L2] == 0
+    )
+    if exact:
+        return SPARSE_LAZY_EXACT
+    return SPARSE_LAZY_APPROX if codes[C_LAZY] else SPARSE_DENSE

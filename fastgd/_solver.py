@@ -58,11 +58,20 @@ class Problem:
     sw: np.ndarray  # (n,), X.dtype, mean 1 over the training indices
     train_idx: np.ndarray  # int64 indices of the samples trained on
 
-    def epoch(self, backend, order, ts, codes, hp, batch_size, grad, work):
+    def sparse_buffers(self):
+        """The CSR kernel's scratch: (lazy_work, index_work, counters), or None if dense."""
+        if not sp.issparse(self.X):
+            return None
+        p = self.X.shape[1]
+        return (np.zeros((C.LAZY_ROWS, p)), np.zeros((2, p + 1), dtype=np.int64),
+                np.zeros(C.N_COUNTERS, dtype=np.int64))
+
+    def epoch(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers=None):
         if sp.issparse(self.X):
             X = self.X
             return backend.epoch_csr(X.data, X.indices, X.indptr, X.shape[1], self.y, self.sw, order,
-                                     ts.coef, ts.opt_state, ts.t, codes, hp, batch_size, grad, work)
+                                     ts.coef, ts.opt_state, ts.t, codes, hp, batch_size, grad, work,
+                                     *sparse_buffers)
         return backend.epoch_dense(self.X, self.y, self.sw, order, ts.coef, ts.opt_state, ts.t,
                                    codes, hp, batch_size, grad, work)
 
@@ -136,6 +145,7 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
     K = ts.coef.shape[1]
     grad = np.empty_like(ts.coef)
     work = np.zeros((C.WORK_ROWS, K), dtype=ts.coef.dtype)
+    sparse_buffers = problem.sparse_buffers()
     n_train = len(problem.train_idx)
     plateau = s.schedule if isinstance(s.schedule, ReduceLROnPlateau) else None
     for _ in range(n_epochs):
@@ -144,7 +154,7 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
         hp[C.H_LR_SCALE] = ts.plateau[2]
         start_coef, start_state, start_t = ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()
         tic = time.perf_counter()
-        status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work)
+        status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work, sparse_buffers)
         if status != C.STATUS_OK:
             ts.coef[...] = start_coef
             ts.opt_state[...] = start_state

@@ -114,18 +114,25 @@ def sample_loss(loss_code, z, y, i, dz, K):
 
 
 @njit(cache=True, nogil=True)
-def apply_step(coef, grad, state, t, codes, hp, inv_b):
-    """One optimizer step of every parameter from ``grad`` (a sum over the batch, scaled by
-    ``inv_b``), with clipping, coupled L2, decoupled decay and the L1 proximal step."""
+def apply_step(coef, grad, state, t, codes, hp, inv_b, rows, n_rows):
+    """One optimizer step from ``grad`` (a sum over the batch, scaled by ``inv_b``), with
+    clipping, coupled L2, decoupled decay and the L1 proximal step.
+
+    ``n_rows < 0`` updates every row; otherwise only ``rows[:n_rows]`` (the rows a sparse
+    batch touched, the intercept row included), the other rows' gradient being zero.
+    Returns the learning rate used."""
     p1, K = coef.shape
     p = p1 - 1
+    n = p1 if n_rows < 0 else n_rows
+    every = n_rows < 0
     lr = learning_rate(codes, hp, t[0])
     step = t[0] + 1
     cs = inv_b
     clip = hp[_H_CLIP]
     if clip > 0:
         sq = 0.0
-        for r in range(p1):
+        for q in range(n):
+            r = q if every else rows[q]
             for k in range(K):
                 g = grad[r, k] * inv_b
                 sq += g * g
@@ -134,12 +141,12 @@ def apply_step(coef, grad, state, t, codes, hp, inv_b):
             cs = inv_b * c
     l2 = hp[_H_L2]
     l1 = hp[_H_L1]
-    thresh = lr * l1
     opt = codes[_C_OPT]
     if opt == _OPT_SGD:
         mu = hp[_H_MOM]
         nesterov = codes[_C_NEST] != 0
-        for r in range(p1):
+        for q in range(n):
+            r = q if every else rows[q]
             wl2 = l2 if r < p else 0.0
             for k in range(K):
                 w = coef[r, k]
@@ -154,7 +161,8 @@ def apply_step(coef, grad, state, t, codes, hp, inv_b):
                 coef[r, k] = w - lr * g
     elif opt == _OPT_ADAGRAD:
         eps = hp[_H_EPS]
-        for r in range(p1):
+        for q in range(n):
+            r = q if every else rows[q]
             wl2 = l2 if r < p else 0.0
             for k in range(K):
                 w = coef[r, k]
@@ -165,7 +173,8 @@ def apply_step(coef, grad, state, t, codes, hp, inv_b):
     elif opt == _OPT_RMSPROP:
         eps = hp[_H_EPS]
         rho = hp[_H_RHO]
-        for r in range(p1):
+        for q in range(n):
+            r = q if every else rows[q]
             wl2 = l2 if r < p else 0.0
             for k in range(K):
                 w = coef[r, k]
@@ -181,7 +190,8 @@ def apply_step(coef, grad, state, t, codes, hp, inv_b):
         amsgrad = codes[_C_AMS] != 0
         step_size = lr / (1.0 - b1**step)
         bc2_sqrt = np.sqrt(1.0 - b2**step)
-        for r in range(p1):
+        for q in range(n):
+            r = q if every else rows[q]
             wl2 = l2 if r < p else 0.0
             shrink = 1.0 - lr * wd if r < p else 1.0
             for k in range(K):
@@ -198,7 +208,11 @@ def apply_step(coef, grad, state, t, codes, hp, inv_b):
                     v = state[2, r, k]
                 coef[r, k] = w - step_size * m / (np.sqrt(v) / bc2_sqrt + eps)
     if l1 > 0:
-        for r in range(p):
+        thresh = lr * l1
+        for q in range(n):
+            r = q if every else rows[q]
+            if r == p:
+                continue
             for k in range(K):
                 w = coef[r, k]
                 if w > thresh:
@@ -208,6 +222,7 @@ def apply_step(coef, grad, state, t, codes, hp, inv_b):
                 else:
                     coef[r, k] = 0.0
     t[0] = step
+    return lr
 
 
 @njit(cache=True, nogil=True)
@@ -271,7 +286,7 @@ def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, wo
         loss_sum += batch_loss
         if not np.isfinite(batch_loss):
             return _NONFINITE, loss_sum
-        apply_step(coef, grad, state, t, codes, hp, 1.0 / (end - start))
+        apply_step(coef, grad, state, t, codes, hp, 1.0 / (end - start), order, -1)
     if not _all_finite(coef):
         return _NONFINITE, loss_sum
     return _OK, loss_sum
@@ -294,3 +309,170 @@ def full_gradient_dense(X, y, sw, coef, codes, grad, work):
         for k in range(grad.shape[1]):
             grad[r, k] *= inv
     return loss_sum
+
+
+_SPARSE_DENSE, _SPARSE_LAZY_EXACT, _SPARSE_LAZY_APPROX = C.SPARSE_DENSE, C.SPARSE_LAZY_EXACT, C.SPARSE_LAZY_APPROX
+_COUNT_UPDATES, _COUNT_CATCHUPS = C.COUNT_UPDATES, C.COUNT_CATCHUPS
+_C_LAZY = C.C_LAZY
+_RESCALE_BELOW = 1e-100  # bring every coordinate up to date before the shrink map underflows
+
+
+@njit(cache=True, nogil=True)
+def sparse_mode(codes, hp):
+    """:func:`fastgd._contract.sparse_mode`, compiled."""
+    opt = codes[_C_OPT]
+    if (opt == _OPT_SGD and hp[_H_MOM] == 0) or ((opt == _OPT_ADAGRAD or opt == _OPT_RMSPROP) and hp[_H_L2] == 0):
+        return _SPARSE_LAZY_EXACT
+    return _SPARSE_LAZY_APPROX if codes[_C_LAZY] != 0 else _SPARSE_DENSE
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho):
+    """Apply to coordinate ``c`` the deferred per-step maps since it was last up to date:
+    ``|w| <- max((A / A_u) * |w| - (B - (A / A_u) * B_u), 0)``; RMSprop's accumulator decays by
+    ``rho`` per missed step. Returns 1 if anything was applied."""
+    u = lazy_work[0, c]
+    if u == T:
+        return 0
+    ratio = A / lazy_work[1, c]
+    shift = B - ratio * lazy_work[2, c]
+    for k in range(coef.shape[1]):
+        w = coef[c, k]
+        aw = abs(w) * ratio - shift
+        if aw > 0:
+            coef[c, k] = aw if w > 0 else -aw
+        else:
+            coef[c, k] = 0.0
+    if rmsprop:
+        f = rho ** (T - u)
+        for k in range(coef.shape[1]):
+            state[0, c, k] *= f
+    lazy_work[0, c] = T
+    lazy_work[1, c] = A
+    lazy_work[2, c] = B
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _catch_up_all(coef, state, A, B, T, lazy_work, rmsprop, rho, counters):
+    p = coef.shape[0] - 1
+    for c in range(p):
+        counters[_COUNT_CATCHUPS] += _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho)
+
+
+@njit(cache=True, nogil=True)
+def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp,
+              batch_size, grad, work, lazy_work, index_work, counters):
+    """One epoch on CSR parts (the contract of :mod:`fastgd._contract`): the same mathematics
+    as the dense epoch, at O(nnz) per step where :func:`sparse_mode` allows it."""
+    n_steps = order.shape[0]
+    p1, K = coef.shape
+    p = p1 - 1
+    loss_code = codes[_C_LOSS]
+    mode = sparse_mode(codes, hp)
+    rmsprop = codes[_C_OPT] == _OPT_RMSPROP
+    rho = hp[_H_RHO]
+    sgd = codes[_C_OPT] == _OPT_SGD
+    l2 = hp[_H_L2]
+    l1 = hp[_H_L1]
+    z = work[0]
+    dz = work[1]
+    mark = index_work[0]
+    rows = index_work[1]
+    grad[:, :] = 0.0
+    A = 1.0
+    B = 0.0
+    for c in range(p):
+        lazy_work[0, c] = t[0]
+        lazy_work[1, c] = 1.0
+        lazy_work[2, c] = 0.0
+        mark[c] = -1
+    loss_sum = 0.0
+    for start in range(0, n_steps, batch_size):
+        end = min(start + batch_size, n_steps)
+        stamp = t[0] + 1
+        T = float(t[0])
+        nt = 0
+        for j in range(start, end):
+            i = order[j]
+            for ptr in range(indptr[i], indptr[i + 1]):
+                c = indices[ptr]
+                if mark[c] != stamp:
+                    mark[c] = stamp
+                    rows[nt] = c
+                    nt += 1
+                    if mode == _SPARSE_LAZY_EXACT:
+                        counters[_COUNT_CATCHUPS] += _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho)
+        batch_loss = 0.0
+        for j in range(start, end):
+            i = order[j]
+            for k in range(K):
+                z[k] = coef[p, k]
+            for ptr in range(indptr[i], indptr[i + 1]):
+                c = indices[ptr]
+                x = data[ptr]
+                for k in range(K):
+                    z[k] += x * coef[c, k]
+            loss = sample_loss(loss_code, z, y, i, dz, K)
+            s = sw[i]
+            batch_loss += s * loss
+            for k in range(K):
+                dz[k] *= s
+            for ptr in range(indptr[i], indptr[i + 1]):
+                c = indices[ptr]
+                x = data[ptr]
+                for k in range(K):
+                    grad[c, k] += x * dz[k]
+            for k in range(K):
+                grad[p, k] += dz[k]
+        loss_sum += batch_loss
+        if not np.isfinite(batch_loss):
+            return _NONFINITE, loss_sum
+        rows[nt] = p
+        inv_b = 1.0 / (end - start)
+        if mode == _SPARSE_DENSE:
+            apply_step(coef, grad, state, t, codes, hp, inv_b, rows, -1)
+            counters[_COUNT_UPDATES] += p1
+        else:
+            lr = apply_step(coef, grad, state, t, codes, hp, inv_b, rows, nt + 1)
+            counters[_COUNT_UPDATES] += nt + 1
+            if mode == _SPARSE_LAZY_EXACT:
+                a = 1.0 - lr * l2 if sgd else 1.0
+                b = lr * l1
+                if a <= 0.0:
+                    # Pathological shrink (lr * l2 >= 1): apply this step's map directly.
+                    _catch_up_all(coef, state, A, B, T, lazy_work, rmsprop, rho, counters)
+                    for c in range(p):
+                        if mark[c] != stamp:
+                            for k in range(K):
+                                w = coef[c, k] * a
+                                coef[c, k] = np.sign(w) * max(abs(w) - b, 0.0)
+                    A = 1.0
+                    B = 0.0
+                    for c in range(p):
+                        lazy_work[0, c] = T + 1.0
+                        lazy_work[1, c] = 1.0
+                        lazy_work[2, c] = 0.0
+                else:
+                    A *= a
+                    B = a * B + b
+                    for q in range(nt):
+                        c = rows[q]
+                        lazy_work[0, c] = T + 1.0
+                        lazy_work[1, c] = A
+                        lazy_work[2, c] = B
+                    if A < _RESCALE_BELOW:
+                        _catch_up_all(coef, state, A, B, T + 1.0, lazy_work, rmsprop, rho, counters)
+                        A = 1.0
+                        B = 0.0
+                        for c in range(p):
+                            lazy_work[1, c] = 1.0
+                            lazy_work[2, c] = 0.0
+        for q in range(nt + 1):
+            for k in range(K):
+                grad[rows[q], k] = 0.0
+    if mode == _SPARSE_LAZY_EXACT:
+        _catch_up_all(coef, state, A, B, float(t[0]), lazy_work, rmsprop, rho, counters)
+    if not _all_finite(coef):
+        return _NONFINITE, loss_sum
+    return _OK, loss_sum

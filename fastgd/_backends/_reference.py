@@ -24,18 +24,26 @@ def clip_by_global_norm(grad, max_norm):
         grad *= grad.dtype.type(coef)
 
 
-def apply_step(coef, grad, state, t, codes, hp, opt):
-    """One optimizer step of every parameter from the batch gradient ``grad`` (modified)."""
+def apply_step(coef, grad, state, t, codes, hp, opt, rows=None):
+    """One optimizer step of every parameter (or of ``rows`` only, the intercept row last)
+    from the batch gradient ``grad`` (modified)."""
     p = coef.shape[0] - 1
     lr = decode_lr(codes, hp, t[0], hp[C.H_EPOCH])
     if hp[C.H_CLIP] > 0:
         clip_by_global_norm(grad, hp[C.H_CLIP])
+    if rows is None:
+        w, g, st, n_decay = coef, grad, state, p
+    else:
+        w, g, st, n_decay = coef[rows], grad[rows], state[:, rows], len(rows) - 1
     if hp[C.H_L2] > 0:
-        grad[:p] += grad.dtype.type(hp[C.H_L2]) * coef[:p]
-    opt.update(coef, grad, state, coef.dtype.type(lr), t[0] + 1, p)
+        g[:n_decay] += g.dtype.type(hp[C.H_L2]) * w[:n_decay]
+    opt.update(w, g, st, coef.dtype.type(lr), t[0] + 1, n_decay)
     if hp[C.H_L1] > 0:
-        w = coef[:p]
-        w[...] = np.sign(w) * np.maximum(np.abs(w) - coef.dtype.type(lr * hp[C.H_L1]), 0)
+        v = w[:n_decay]
+        v[...] = np.sign(v) * np.maximum(np.abs(v) - coef.dtype.type(lr * hp[C.H_L1]), 0)
+    if rows is not None:
+        coef[rows] = w
+        state[:, rows] = st
     t[0] += 1
 
 
@@ -53,16 +61,18 @@ def batch_gradient(X, y, sw, idx, coef, loss_code, grad):
     return float(np.dot(swb.astype(np.float64), value.astype(np.float64)))
 
 
-def epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
+def epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, touched_only=False):
     opt = optim.decode(codes, hp)
     loss_sum = 0.0
+    p = coef.shape[0] - 1
     for start in range(0, order.shape[0], batch_size):
         idx = order[start:start + batch_size]
         batch_loss = batch_gradient(X, y, sw, idx, coef, int(codes[C.C_LOSS]), grad)
         loss_sum += batch_loss
         if not np.isfinite(batch_loss):
             return C.STATUS_NONFINITE, loss_sum
-        apply_step(coef, grad, state, t, codes, hp, opt)
+        rows = np.append(np.unique(X[idx].indices), p) if touched_only else None
+        apply_step(coef, grad, state, t, codes, hp, opt, rows)
     if not np.all(np.isfinite(coef)):
         return C.STATUS_NONFINITE, loss_sum
     return C.STATUS_OK, loss_sum
@@ -70,14 +80,20 @@ def epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
 
 def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
     """One epoch on dense ``X`` (the contract of :mod:`fastgd._contract`)."""
-    return epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)
+    return epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad)
 
 
 def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp,
-              batch_size, grad, work):
-    """One epoch on CSR parts: the same mathematics as the dense epoch."""
+              batch_size, grad, work, lazy_work, index_work, counters):
+    """One epoch on CSR parts: the dense mathematics, every coordinate every step; with the
+    opt-in approximation (``SPARSE_LAZY_APPROX``) only the touched rows are stepped. (The
+    lazy exact path of the compiled kernels equals the dense mathematics, so the reference
+    needs no lazy bookkeeping; ``lazy_work`` and ``index_work`` are unused.)"""
     X = sp.csr_matrix((data, indices, indptr), shape=(indptr.shape[0] - 1, n_features))
-    return epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)
+    approx = C.sparse_mode(codes, hp) == C.SPARSE_LAZY_APPROX
+    status, loss_sum = epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, approx)
+    counters[C.COUNT_UPDATES] += coef.shape[0] * -(-order.shape[0] // batch_size)
+    return status, loss_sum
 
 
 def full_gradient(X, y, sw, coef, codes, grad, work=None):

@@ -58,9 +58,10 @@ class BaseGD(BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "backend": [StrOptions({"auto", "numpy", "numba", "cython"})],
+        "lazy_updates": ["boolean"],
     }
 
-    _accept_sparse = False
+    _accept_sparse = True
 
     # --- subclass hooks ----------------------------------------------------------------
     def _validate_targets(self, X, y, first, classes):
@@ -94,6 +95,7 @@ class BaseGD(BaseEstimator):
         codes = np.zeros(C.N_CODES, dtype=np.int64)
         hp = np.zeros(C.N_HP, dtype=np.float64)
         codes[C.C_LOSS] = loss_code
+        codes[C.C_LAZY] = int(self.lazy_updates)
         hp[C.H_LR] = self.learning_rate
         hp[C.H_LR_SCALE] = 1.0
         optimizer.encode(codes, hp)
@@ -105,6 +107,11 @@ class BaseGD(BaseEstimator):
             schedule=schedule, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             grad_tol=self.grad_tol, validation_score=validation_score, verbose=self.verbose,
         )
+
+    def _kernel_arrays(self, n_train=1):
+        """``(codes, hp)`` the kernels receive for the current parameters (after a fit)."""
+        settings = self._settings(get_optimizer(self.optimizer), n_train, self._loss_code, None)
+        return settings.codes, settings.hp
 
     def _init_coef(self, n_features, K, dtype, rng):
         coef = np.zeros((n_features + 1, K), dtype=dtype)

@@ -57,6 +57,15 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     warm_start : bool, default=False
     verbose : int, default=0
     backend : {"auto", "numba", "cython", "numpy"}, default="auto"
+    lazy_updates : bool, default=False
+        Sparse input only. A coordinate that no sample of a batch touches still receives the
+        penalty and the optimizer's decay every step. For plain SGD (L1/L2), and AdaGrad or
+        RMSprop without L2, fastgd defers this exactly in closed form (O(nnz) per step, the
+        same model as dense input). For momentum, Adam/AMSGrad/AdamW, or AdaGrad/RMSprop with
+        L2 no exact lazy form exists: by default every coordinate is updated every step
+        (exact, O(n_features) per step); ``lazy_updates=True`` updates only the touched
+        coordinates instead (O(nnz) per step, an approximation: untouched coordinates keep
+        their value and optimizer state until touched).
 
     Attributes
     ----------
@@ -106,7 +115,7 @@ class LogisticRegression(ClassifierMixin, BaseGD):
                  tol=1e-4, n_iter_no_change=5, grad_tol=None, schedule="constant", penalty="l2",
                  alpha=1e-4, l1_ratio=0.15, clip_norm=None, init="zeros", shuffle=True,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
-                 class_weight=None, warm_start=False, verbose=0, backend="auto"):
+                 class_weight=None, warm_start=False, verbose=0, backend="auto", lazy_updates=False):
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -128,13 +137,14 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         self.warm_start = warm_start
         self.verbose = verbose
         self.backend = backend
+        self.lazy_updates = lazy_updates
 
     def fit(self, X, y, sample_weight=None):
         """Fit by gradient descent for up to ``max_iter`` epochs.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
             Class labels (integers, strings, ...).
         sample_weight : array-like of shape (n_samples,), default=None
@@ -151,7 +161,7 @@ class LogisticRegression(ClassifierMixin, BaseGD):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
         classes : array-like of shape (n_classes,), default=None
             All the classes the model will see; required on the first call.
