@@ -62,6 +62,12 @@ def batch_gradient(X, y, sw, idx, coef, loss_code, grad):
 
 
 def epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, touched_only=False):
+    # Overflow on the way to divergence is reported as a status, like the compiled kernels do.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, touched_only)
+
+
+def _epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, touched_only):
     opt = optim.decode(codes, hp)
     loss_sum = 0.0
     p = coef.shape[0] - 1

@@ -138,6 +138,21 @@ class BaseGD(BaseEstimator):
 
     # --- training ------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight, incremental, classes=None):
+        """Train, transactionally: if anything but divergence goes wrong (bad input, an
+        interrupt), the estimator is restored to exactly what it was before the call.
+        Validation writes metadata (``n_features_in_``, ``classes_``, ...) as it goes, so
+        the whole instance dictionary is the unit of rollback."""
+        before = dict(self.__dict__)
+        try:
+            return self._fit_unguarded(X, y, sample_weight, incremental, classes)
+        except DivergenceError:
+            raise  # the estimator deliberately keeps its last finite epoch
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _fit_unguarded(self, X, y, sample_weight, incremental, classes):
         fitted = hasattr(self, "_train_state")
         first = not (incremental and fitted)
         X, y = self._validate_X_y(X, y, first)
