@@ -215,11 +215,18 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     def _validate_targets(self, X, y, first, classes):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
+        if first and classes is None:
+            classes_, idx = np.unique(y, return_inverse=True)
+        else:
+            classes_ = np.unique(np.asarray(classes)) if first else self.classes_
+            idx = np.searchsorted(classes_, y).clip(0, len(classes_) - 1)
+            unseen = classes_[idx] != y
+            if unseen.any():
+                raise ValueError(
+                    f"y contains labels {np.unique(y[unseen])!r} that are not in classes={classes_!r}"
+                    + (" of the first partial_fit call." if not first else ".")
+                )
         if first:
-            classes_ = np.unique(y) if classes is None else np.unique(np.asarray(classes))
-            if classes is not None and not np.isin(y, classes_).all():
-                unseen = np.setdiff1d(y, classes_)
-                raise ValueError(f"y contains labels {unseen!r} not in classes={classes_!r}.")
             if len(classes_) < 2:
                 raise ValueError(
                     "LogisticRegression needs samples of at least 2 classes in the data; it "
@@ -228,18 +235,10 @@ class LogisticRegression(ClassifierMixin, BaseGD):
             self.classes_ = classes_
             self._n_outputs = 1 if len(classes_) == 2 else len(classes_)
             self._loss_code = C.LOSS_LOG if len(classes_) == 2 else C.LOSS_SOFTMAX
-        else:
-            unseen = np.setdiff1d(y, self.classes_)
-            if len(unseen):
-                raise ValueError(
-                    f"y contains labels {unseen!r} that were not in classes={self.classes_!r} "
-                    "of the first partial_fit call."
-                )
-        idx = np.searchsorted(self.classes_, y)
         y2 = idx.astype(X.dtype).reshape(-1, 1)
         class_sw = None
         if self.class_weight is not None:
-            weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+            weights = compute_class_weight(self.class_weight, classes=classes_, y=y)
             class_sw = weights[idx].astype(X.dtype)
         return y2, class_sw
 
