@@ -101,6 +101,16 @@ def n_slots(optimizer_code, momentum, amsgrad):
     raise ValueError(f"unknown optimizer code {optimizer_code}")
 
 
+# --- multi-core dense epochs (optional backend extension) ---------------------------------
+# ``epoch_dense_chunked(..., grad, work, partial, pwork, losses)`` is ``epoch_dense`` with each
+# batch gradient summed over N_CHUNKS fixed slices of the batch in parallel
+# (``partial``: (N_CHUNKS, p + 1, K), ``pwork``: (N_CHUNKS, WORK_ROWS, K), ``losses``:
+# (N_CHUNKS,) float64), then added in slice order: the result does not depend on the thread
+# count. The driver uses it for batches with at least CHUNKED_MIN_WORK = b * p * K.
+N_CHUNKS = 8
+CHUNKED_MIN_WORK = 1 << 17
+
+
 # --- sparse (CSR) epochs -------------------------------------------------------------------
 # ``epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp,
 # batch_size, grad, work, lazy_work, index_work, counters)`` adds three buffers:

@@ -66,7 +66,21 @@ class Problem:
         return (np.zeros((C.LAZY_ROWS, p)), np.zeros((2, p + 1), dtype=np.int64),
                 np.zeros(C.N_COUNTERS, dtype=np.int64))
 
-    def epoch(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers=None):
+    def chunked_buffers(self, backend, batch_size, coef):
+        """Scratch of the multi-core dense epoch, or None when the serial kernel is used."""
+        p1, K = coef.shape
+        if sp.issparse(self.X) or not hasattr(backend, "epoch_dense_chunked"):
+            return None
+        if min(batch_size, len(self.train_idx)) * (p1 - 1) * K < C.CHUNKED_MIN_WORK:
+            return None
+        return (np.zeros((C.N_CHUNKS, p1, K), dtype=coef.dtype),
+                np.zeros((C.N_CHUNKS, C.WORK_ROWS, K), dtype=coef.dtype), np.zeros(C.N_CHUNKS))
+
+    def epoch(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers=None,
+              chunked_buffers=None):
+        if chunked_buffers is not None:
+            return backend.epoch_dense_chunked(self.X, self.y, self.sw, order, ts.coef, ts.opt_state, ts.t,
+                                               codes, hp, batch_size, grad, work, *chunked_buffers)
         if sp.issparse(self.X):
             X = self.X
             return backend.epoch_csr(X.data, X.indices, X.indptr, X.shape[1], self.y, self.sw, order,
@@ -146,15 +160,20 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
     grad = np.empty_like(ts.coef)
     work = np.zeros((C.WORK_ROWS, K), dtype=ts.coef.dtype)
     sparse_buffers = problem.sparse_buffers()
+    chunked_buffers = problem.chunked_buffers(backend, s.batch_size, ts.coef)
+    # Full-batch GD: the sample order only changes rounding, and data order reads memory
+    # sequentially, so no permutation is drawn.
+    shuffle = s.shuffle and s.batch_size < len(problem.train_idx)
     n_train = len(problem.train_idx)
     plateau = s.schedule if isinstance(s.schedule, ReduceLROnPlateau) else None
     for _ in range(n_epochs):
-        order = ts.rng.permutation(problem.train_idx) if s.shuffle else problem.train_idx
+        order = ts.rng.permutation(problem.train_idx) if shuffle else problem.train_idx
         hp[C.H_EPOCH] = ts.n_iter
         hp[C.H_LR_SCALE] = ts.plateau[2]
         start_coef, start_state, start_t = ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()
         tic = time.perf_counter()
-        status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work, sparse_buffers)
+        status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work,
+                                         sparse_buffers, chunked_buffers)
         if status != C.STATUS_OK:
             ts.coef[...] = start_coef
             ts.opt_state[...] = start_state
