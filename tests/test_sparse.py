@@ -216,3 +216,39 @@ def test_sparse_model_learns_the_generated_problem():
     model = LogisticRegression(optimizer="adagrad", learning_rate=0.1, batch_size=16, max_iter=10,
                                penalty=None, random_state=0).fit(X[:3000], y[:3000])
     assert model.score(X[3000:], y[3000:]) > 0.8
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("lr_l2", [0.5, 1.5])
+def test_lazy_map_rescaling_and_sign_flipping_shrink(backend, batch_size, lr_l2):
+    # lr * l2 = 0.5 halves the cumulative shrink map every step: after ~330 steps it would
+    # underflow, so the kernel must bring every coordinate up to date and restart it.
+    # lr * l2 = 1.5 makes the per-step map flip signs (a = -0.5): it cannot be composed
+    # lazily and is applied directly. Both must still equal the dense computation.
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((400, 30)) * (rng.random((400, 30)) < 0.1)
+    y = rng.standard_normal(400)
+    kw = dict(optimizer="sgd", penalty="elasticnet", alpha=lr_l2 / 0.5 / 0.85, l1_ratio=0.15,
+              learning_rate=0.5, batch_size=batch_size, max_iter=1, backend=backend)
+    dense = _fit(LinearRegression, X, y, **kw)
+    csr = _fit(LinearRegression, sp.csr_matrix(X), y, **kw)
+    assert np.all(np.isfinite(dense.coef_))
+    assert_allclose(csr.coef_, dense.coef_, rtol=1e-9, atol=1e-12)
+
+
+def test_duplicate_entries_are_summed_without_touching_the_user_matrix(data):
+    X = data[0]
+    csr = sp.csr_matrix(X)
+    # Store every value as two entries of the same (row, column): 0.25 * v and 0.75 * v.
+    indptr = 2 * csr.indptr
+    indices = np.repeat(csr.indices, 2)
+    values = np.repeat(csr.data, 2) * np.tile([0.25, 0.75], csr.nnz)
+    dup = sp.csr_matrix((values, indices, indptr), shape=X.shape)
+    assert dup.nnz == 2 * csr.nnz and not dup.has_canonical_format
+    raw = (dup.data.copy(), dup.indices.copy())
+    kw = dict(optimizer="sgd", penalty="l2", batch_size=1)
+    assert_allclose(_fit(LinearRegression, dup, data[1], **kw).coef_,
+                    _fit(LinearRegression, X, data[1], **kw).coef_, rtol=1e-10)
+    assert_array_equal(dup.data, raw[0])
+    assert_array_equal(dup.indices, raw[1])

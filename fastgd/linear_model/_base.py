@@ -125,10 +125,15 @@ class BaseGD(BaseEstimator):
     def _validate_X_y(self, X, y, first):
         dtype = [np.float64, np.float32] if first else self._dtype
         accept_sparse = "csr" if self._accept_sparse else False
-        return validate_data(
+        X, y = validate_data(
             self, X, y, reset=first, accept_sparse=accept_sparse, dtype=dtype, order="C",
             multi_output=self._multi_output, y_numeric=self._y_numeric,
         )
+        if sp.issparse(X) and not X.has_canonical_format:
+            # The kernels need each column at most once per row; sum duplicates in a copy.
+            X = X.copy()
+            X.sum_duplicates()
+        return X, y
 
     def _sample_weight(self, sample_weight, X, class_sw):
         sw = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True)
