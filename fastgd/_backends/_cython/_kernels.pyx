@@ -1,0 +1,599 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""The Cython backend: the kernel contract of :mod:`fastgd._contract` for dense ``X``.
+
+The same mathematics as :mod:`fastgd._backends._numba`, in the same precision (per-sample
+margins and gradient sums in ``X``'s dtype, optimizer updates in double), for float32 and
+float64 through a fused type. Results agree with Numba's to rounding: the margin's dot
+product is summed in four partial sums, and Numba may fuse multiply-adds. One call trains
+one epoch with the GIL released; nothing is allocated and no Python object is touched inside
+the loop. Rows a few samples ahead in the epoch's order are prefetched (a shuffled epoch
+otherwise waits on a cache miss per sample).
+
+The contract's integers are declared once, in the ``cdef enum`` below, and exported by
+:func:`contract_constants` so the test suite can check them against ``fastgd._contract``
+(the package ``__init__`` also refuses to load a build that disagrees).
+
+Shapes are checked once per call (bounds checking is compiled out, so a mismatched buffer
+would otherwise be read or written out of bounds); values are not validated.
+"""
+
+from libc.math cimport exp, expf, floor, isfinite, log, log1p, log1pf, pow, sqrt, cos, M_PI
+from libc.stdint cimport int64_t
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FASTGD_PREFETCH(addr) __builtin_prefetch((const void *)(addr), 0, 3)
+    #else
+    #define FASTGD_PREFETCH(addr) ((void)0)
+    #endif
+    """
+    void FASTGD_PREFETCH(const void* addr) noexcept nogil
+
+ctypedef fused floating:
+    float
+    double
+
+# --- the kernel contract (must equal fastgd/_contract.py; see contract_constants) ----------
+cdef enum:
+    C_LOSS = 0
+    C_OPTIMIZER = 1
+    C_NESTEROV = 2
+    C_AMSGRAD = 3
+    C_SCHEDULE = 4
+    C_SCHEDULE_UNIT = 5
+    N_CODES = 7
+
+    LOSS_SQUARED = 0
+    LOSS_LOG = 1
+    LOSS_SOFTMAX = 2
+
+    OPT_SGD = 0
+    OPT_ADAGRAD = 1
+    OPT_RMSPROP = 2
+    OPT_ADAM = 3
+
+    SCHED_CONSTANT = 0
+    SCHED_STEP = 1
+    SCHED_EXPONENTIAL = 2
+    SCHED_POLYNOMIAL = 3
+    SCHED_COSINE = 4
+    SCHED_INVSCALING = 5
+
+    UNIT_STEP = 0
+    UNIT_EPOCH = 1
+
+    H_LR = 0
+    H_LR_SCALE = 1
+    H_MOMENTUM = 2
+    H_BETA1 = 3
+    H_BETA2 = 4
+    H_EPS = 5
+    H_RHO = 6
+    H_WEIGHT_DECAY = 7
+    H_L2 = 8
+    H_L1 = 9
+    H_CLIP = 10
+    H_GAMMA = 11
+    H_STEP_SIZE = 12
+    H_POWER = 13
+    H_T_MAX = 14
+    H_LR_MIN = 15
+    H_WARMUP = 16
+    H_EPOCH = 17
+    N_HP = 18
+
+    STATUS_OK = 0
+    STATUS_NONFINITE = 1
+
+    WORK_ROWS = 2
+
+
+def contract_constants():
+    """Every code, slot and status the compiled kernels use, by its ``fastgd._contract`` name."""
+    return {
+        "C_LOSS": C_LOSS, "C_OPTIMIZER": C_OPTIMIZER, "C_NESTEROV": C_NESTEROV,
+        "C_AMSGRAD": C_AMSGRAD, "C_SCHEDULE": C_SCHEDULE, "C_SCHEDULE_UNIT": C_SCHEDULE_UNIT,
+        "N_CODES": N_CODES,
+        "LOSS_SQUARED": LOSS_SQUARED, "LOSS_LOG": LOSS_LOG, "LOSS_SOFTMAX": LOSS_SOFTMAX,
+        "OPT_SGD": OPT_SGD, "OPT_ADAGRAD": OPT_ADAGRAD, "OPT_RMSPROP": OPT_RMSPROP,
+        "OPT_ADAM": OPT_ADAM,
+        "SCHED_CONSTANT": SCHED_CONSTANT, "SCHED_STEP": SCHED_STEP,
+        "SCHED_EXPONENTIAL": SCHED_EXPONENTIAL, "SCHED_POLYNOMIAL": SCHED_POLYNOMIAL,
+        "SCHED_COSINE": SCHED_COSINE, "SCHED_INVSCALING": SCHED_INVSCALING,
+        "UNIT_STEP": UNIT_STEP, "UNIT_EPOCH": UNIT_EPOCH,
+        "H_LR": H_LR, "H_LR_SCALE": H_LR_SCALE, "H_MOMENTUM": H_MOMENTUM, "H_BETA1": H_BETA1,
+        "H_BETA2": H_BETA2, "H_EPS": H_EPS, "H_RHO": H_RHO, "H_WEIGHT_DECAY": H_WEIGHT_DECAY,
+        "H_L2": H_L2, "H_L1": H_L1, "H_CLIP": H_CLIP, "H_GAMMA": H_GAMMA,
+        "H_STEP_SIZE": H_STEP_SIZE, "H_POWER": H_POWER, "H_T_MAX": H_T_MAX,
+        "H_LR_MIN": H_LR_MIN, "H_WARMUP": H_WARMUP, "H_EPOCH": H_EPOCH, "N_HP": N_HP,
+        "STATUS_OK": STATUS_OK, "STATUS_NONFINITE": STATUS_NONFINITE,
+        "WORK_ROWS": WORK_ROWS,
+    }
+
+
+# The hyper-parameters of one call, read once from ``codes`` / ``hp`` (constant during a call).
+cdef struct Params:
+    int64_t loss
+    int64_t opt
+    int64_t nesterov
+    int64_t amsgrad
+    int64_t sched
+    int64_t unit
+    double lr
+    double lr_scale
+    double momentum
+    double beta1
+    double beta2
+    double eps
+    double rho
+    double weight_decay
+    double l2
+    double l1
+    double clip
+    double gamma
+    double step_size
+    double power
+    double t_max
+    double lr_min
+    double warmup
+    double epoch
+
+
+cdef inline void _read_params(Params* P, const int64_t[:] codes, const double[:] hp) noexcept nogil:
+    P.loss = codes[C_LOSS]
+    P.opt = codes[C_OPTIMIZER]
+    P.nesterov = codes[C_NESTEROV]
+    P.amsgrad = codes[C_AMSGRAD]
+    P.sched = codes[C_SCHEDULE]
+    P.unit = codes[C_SCHEDULE_UNIT]
+    P.lr = hp[H_LR]
+    P.lr_scale = hp[H_LR_SCALE]
+    P.momentum = hp[H_MOMENTUM]
+    P.beta1 = hp[H_BETA1]
+    P.beta2 = hp[H_BETA2]
+    P.eps = hp[H_EPS]
+    P.rho = hp[H_RHO]
+    P.weight_decay = hp[H_WEIGHT_DECAY]
+    P.l2 = hp[H_L2]
+    P.l1 = hp[H_L1]
+    P.clip = hp[H_CLIP]
+    P.gamma = hp[H_GAMMA]
+    P.step_size = hp[H_STEP_SIZE]
+    P.power = hp[H_POWER]
+    P.t_max = hp[H_T_MAX]
+    P.lr_min = hp[H_LR_MIN]
+    P.warmup = hp[H_WARMUP]
+    P.epoch = hp[H_EPOCH]
+
+
+cdef inline double _learning_rate(const Params* P, int64_t t) noexcept nogil:
+    """The schedule of :mod:`fastgd.schedules` at step clock ``t`` / epoch ``P.epoch``."""
+    cdef double c = <double>t if P.unit == UNIT_STEP else P.epoch
+    cdef double eta0 = P.lr
+    cdef double warm = P.warmup
+    cdef double lr, f
+    if warm > 0 and c < warm:
+        return P.lr_scale * eta0 * (c + 1.0) / warm
+    c -= warm
+    if P.sched == SCHED_CONSTANT:
+        lr = eta0
+    elif P.sched == SCHED_STEP:
+        lr = eta0 * pow(P.gamma, floor(c / P.step_size))
+    elif P.sched == SCHED_EXPONENTIAL:
+        lr = eta0 * pow(P.gamma, c)
+    elif P.sched == SCHED_POLYNOMIAL:
+        f = (c if c < P.t_max else P.t_max) / P.t_max
+        lr = (eta0 - P.lr_min) * pow(1.0 - f, P.power) + P.lr_min
+    elif P.sched == SCHED_COSINE:
+        f = (c if c < P.t_max else P.t_max) / P.t_max
+        lr = P.lr_min + (eta0 - P.lr_min) * 0.5 * (1.0 + cos(M_PI * f))
+    else:
+        lr = eta0 / pow(c + 1.0, P.power)
+    return P.lr_scale * lr
+
+
+# --- losses -------------------------------------------------------------------------------
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline double _sample_loss(int64_t loss_code, floating* z, const char* yrow, Py_ssize_t ystride,
+                                floating* dz, Py_ssize_t K) noexcept nogil:
+    """Loss of one sample from its margins ``z``; writes d loss / d z into ``dz``. ``yrow``
+    points at the sample's targets, ``ystride`` bytes apart."""
+    cdef Py_ssize_t k, label
+    cdef double total, s
+    cdef floating r, m, yi, e, zmax
+    if loss_code == LOSS_SQUARED:
+        total = 0.0
+        for k in range(K):
+            r = z[k] - (<const floating*>(yrow + k * ystride))[0]
+            total += r * r
+            dz[k] = 2.0 * r
+        return total
+    if loss_code == LOSS_LOG:
+        # log(1 + e^m) - y m, evaluated without overflow for any margin
+        m = z[0]
+        yi = (<const floating*>yrow)[0]
+        if m >= 0:
+            e = _exp(-m)
+            dz[0] = 1.0 / (1.0 + e) - yi
+            return m + _log1p(e) - yi * m
+        e = _exp(m)
+        dz[0] = e / (1.0 + e) - yi
+        return _log1p(e) - yi * m
+    # softmax cross-entropy: logsumexp(z) - z[label], shifted by max(z)
+    label = <Py_ssize_t>((<const floating*>yrow)[0])
+    zmax = z[0]
+    for k in range(1, K):
+        if z[k] > zmax:
+            zmax = z[k]
+    s = 0.0
+    for k in range(K):
+        e = _exp(z[k] - zmax)
+        dz[k] = e
+        s += e
+    for k in range(K):
+        dz[k] = dz[k] / s
+    dz[label] = dz[label] - 1.0
+    return zmax + log(s) - z[label]
+
+
+cdef inline floating _dot(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
+    """``sum(a[:n] * b[:n])`` with four partial sums: the additions of one long dependency
+    chain would bound the per-sample cost; the rounding differs from a left-to-right sum
+    only by the order of the terms (as BLAS's does)."""
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t f = 0
+    while f + 4 <= n:
+        s0 = s0 + a[f] * b[f]
+        s1 = s1 + a[f + 1] * b[f + 1]
+        s2 = s2 + a[f + 2] * b[f + 2]
+        s3 = s3 + a[f + 3] * b[f + 3]
+        f += 4
+    while f < n:
+        s0 = s0 + a[f] * b[f]
+        f += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline double _accumulate(const floating* xi, const char* yrow, Py_ssize_t ystride, floating s,
+                               const floating* cf, floating* g, floating* z, floating* dz,
+                               Py_ssize_t p, Py_ssize_t K, int64_t loss_code) noexcept nogil:
+    """Add one sample's weighted gradient (features ``xi``, weight ``s``) to ``g``; return its
+    weighted loss. ``cf`` / ``g`` are the C-contiguous ``(p + 1, K)`` coefficient / gradient."""
+    cdef Py_ssize_t f, k
+    cdef floating xf, d
+    cdef double loss
+    if K == 1:
+        z[0] = cf[p] + _dot(xi, cf, p)
+    else:
+        for k in range(K):
+            z[k] = cf[p * K + k]
+        for f in range(p):
+            xf = xi[f]
+            for k in range(K):
+                z[k] = z[k] + xf * cf[f * K + k]
+    loss = _sample_loss(loss_code, z, yrow, ystride, dz, K)
+    if K == 1:
+        d = dz[0] * s
+        for f in range(p):
+            g[f] = g[f] + xi[f] * d
+        g[p] = g[p] + d
+    else:
+        for k in range(K):
+            dz[k] = dz[k] * s
+        for f in range(p):
+            xf = xi[f]
+            for k in range(K):
+                g[f * K + k] = g[f * K + k] + xf * dz[k]
+        for k in range(K):
+            g[p * K + k] = g[p * K + k] + dz[k]
+    return s * loss
+
+
+# --- optimizer steps on a range [lo, hi) of the flattened parameters ----------------------
+# ``wl2`` is the coupled L2 strength of the range (0 for the intercept row), ``cs`` the
+# gradient scale (1 / batch size, times the clipping factor). ``st`` points at slot 0 of the
+# optimizer state; slot j of parameter i is st[j * n + i].
+cdef inline void _sgd(floating* cf, const floating* g, floating* st, Py_ssize_t n, Py_ssize_t lo,
+                      Py_ssize_t hi, double wl2, double cs, double lr, double mu, bint nesterov) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double w, gi, v
+    if mu > 0:
+        for i in range(lo, hi):
+            w = cf[i]
+            gi = g[i] * cs + wl2 * w
+            v = mu * st[i] + gi
+            st[i] = <floating>v
+            if nesterov:
+                gi = gi + mu * v
+            else:
+                gi = v
+            cf[i] = <floating>(w - lr * gi)
+    else:
+        for i in range(lo, hi):
+            w = cf[i]
+            gi = g[i] * cs + wl2 * w
+            cf[i] = <floating>(w - lr * gi)
+
+
+cdef inline void _adagrad(floating* cf, const floating* g, floating* st, Py_ssize_t lo, Py_ssize_t hi,
+                          double wl2, double cs, double lr, double eps) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double w, gi, s
+    for i in range(lo, hi):
+        w = cf[i]
+        gi = g[i] * cs + wl2 * w
+        s = st[i] + gi * gi
+        st[i] = <floating>s
+        cf[i] = <floating>(w - lr * gi / (sqrt(s) + eps))
+
+
+cdef inline void _rmsprop(floating* cf, const floating* g, floating* st, Py_ssize_t lo, Py_ssize_t hi,
+                          double wl2, double cs, double lr, double eps, double rho) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double w, gi, a
+    for i in range(lo, hi):
+        w = cf[i]
+        gi = g[i] * cs + wl2 * w
+        a = rho * st[i] + (1.0 - rho) * gi * gi
+        st[i] = <floating>a
+        cf[i] = <floating>(w - lr * gi / (sqrt(a) + eps))
+
+
+cdef inline void _adam(floating* cf, const floating* g, floating* st, Py_ssize_t n, Py_ssize_t lo,
+                       Py_ssize_t hi, double wl2, double shrink, double cs, double step_size,
+                       double bc2_sqrt, double b1, double b2, double eps, bint amsgrad) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double w0, w, gi, m, v
+    cdef floating* sm = st
+    cdef floating* sv = st + n
+    cdef floating* smax = st + 2 * n
+    for i in range(lo, hi):
+        w0 = cf[i]
+        gi = g[i] * cs + wl2 * w0
+        w = w0 * shrink
+        m = b1 * sm[i] + (1.0 - b1) * gi
+        v = b2 * sv[i] + (1.0 - b2) * gi * gi
+        sm[i] = <floating>m
+        sv[i] = <floating>v
+        if amsgrad:
+            if v > smax[i]:
+                smax[i] = <floating>v
+            v = smax[i]
+        cf[i] = <floating>(w - step_size * m / (sqrt(v) / bc2_sqrt + eps))
+
+
+cdef inline double _ipow(double a, int64_t b) noexcept nogil:
+    """``a ** b`` for an integer ``b >= 0`` by repeated squaring, as Numba evaluates
+    ``float ** int`` (so Adam's bias corrections agree with the Numba backend bit for bit)."""
+    cdef double r = 1.0
+    if b > 0x10000:
+        return pow(a, <double>b)
+    while b != 0:
+        if b & 1:
+            r *= a
+        b >>= 1
+        a *= a
+    return r
+
+
+cdef inline void _apply_step(floating* cf, const floating* g, floating* st, Py_ssize_t n_w,
+                             Py_ssize_t n, const Params* P, int64_t t, double inv_b) noexcept nogil:
+    """One optimizer step of all ``n`` parameters (the first ``n_w`` are weights, the rest the
+    intercept) from ``g``, a sum over the batch scaled by ``inv_b``: global-norm clipping,
+    coupled L2, the update rule, decoupled decay, the L1 proximal step."""
+    cdef Py_ssize_t i
+    cdef double lr = _learning_rate(P, t)
+    cdef int64_t step = t + 1
+    cdef double cs = inv_b
+    cdef double sq, gi, c, w, thresh, step_size, bc2_sqrt
+    if P.clip > 0:
+        # torch.nn.utils.clip_grad_norm_: scale by min(1, clip / (||g|| + 1e-6))
+        sq = 0.0
+        for i in range(n):
+            gi = g[i] * inv_b
+            sq += gi * gi
+        c = P.clip / (sqrt(sq) + 1e-6)
+        if c < 1.0:
+            cs = inv_b * c
+    if P.opt == OPT_SGD:
+        _sgd(cf, g, st, n, 0, n_w, P.l2, cs, lr, P.momentum, P.nesterov != 0)
+        _sgd(cf, g, st, n, n_w, n, 0.0, cs, lr, P.momentum, P.nesterov != 0)
+    elif P.opt == OPT_ADAGRAD:
+        _adagrad(cf, g, st, 0, n_w, P.l2, cs, lr, P.eps)
+        _adagrad(cf, g, st, n_w, n, 0.0, cs, lr, P.eps)
+    elif P.opt == OPT_RMSPROP:
+        _rmsprop(cf, g, st, 0, n_w, P.l2, cs, lr, P.eps, P.rho)
+        _rmsprop(cf, g, st, n_w, n, 0.0, cs, lr, P.eps, P.rho)
+    else:
+        step_size = lr / (1.0 - _ipow(P.beta1, step))
+        bc2_sqrt = sqrt(1.0 - _ipow(P.beta2, step))
+        _adam(cf, g, st, n, 0, n_w, P.l2, 1.0 - lr * P.weight_decay, cs, step_size, bc2_sqrt,
+              P.beta1, P.beta2, P.eps, P.amsgrad != 0)
+        _adam(cf, g, st, n, n_w, n, 0.0, 1.0, cs, step_size, bc2_sqrt,
+              P.beta1, P.beta2, P.eps, P.amsgrad != 0)
+    if P.l1 > 0:
+        thresh = lr * P.l1
+        for i in range(n_w):
+            w = cf[i]
+            if w > thresh:
+                cf[i] = <floating>(w - thresh)
+            elif w < -thresh:
+                cf[i] = <floating>(w + thresh)
+            else:
+                cf[i] = 0
+
+
+cdef inline void _prefetch(const char* start, Py_ssize_t n_bytes) noexcept nogil:
+    """Ask for the cache lines of ``n_bytes`` from ``start`` (a hint; no effect on results).
+    In a shuffled epoch every sample's row is a cache miss; asking for the next rows while the
+    current one is being processed overlaps the misses with the arithmetic."""
+    cdef Py_ssize_t off = 0
+    while off < n_bytes:
+        FASTGD_PREFETCH(start + off)
+        off += 64
+    if n_bytes > 0:
+        FASTGD_PREFETCH(start + n_bytes - 1)
+
+
+cdef inline bint _all_finite(const floating* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not isfinite(a[i]):
+            return False
+    return True
+
+
+cdef int _n_slots(const Params* P) noexcept nogil:
+    if P.opt == OPT_SGD:
+        return 1 if P.momentum > 0 else 0
+    if P.opt == OPT_ADAGRAD or P.opt == OPT_RMSPROP:
+        return 1
+    return 3 if P.amsgrad else 2
+
+
+cdef int _check_layout(Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t y_rows, Py_ssize_t y_cols,
+                       Py_ssize_t sw_len, Py_ssize_t p1, Py_ssize_t K, Py_ssize_t g_rows,
+                       Py_ssize_t g_cols, Py_ssize_t w_rows, Py_ssize_t w_cols, int64_t loss) except -1:
+    # O(1) shape checks before the loop: with bounds checking compiled out, a mismatched
+    # buffer would otherwise read or write out of bounds. (Values are not validated.)
+    if n_cols != p1 - 1 or y_rows != n_rows or sw_len != n_rows:
+        raise ValueError(f"inconsistent shapes: X ({n_rows}, {n_cols}), y rows {y_rows}, "
+                         f"sw {sw_len}, coef ({p1}, {K})")
+    if y_cols < (K if loss == LOSS_SQUARED else 1):
+        raise ValueError(f"y has {y_cols} columns; the loss needs {K if loss == LOSS_SQUARED else 1}")
+    if g_rows != p1 or g_cols != K:
+        raise ValueError(f"grad has shape ({g_rows}, {g_cols}); coef has ({p1}, {K})")
+    if w_rows < WORK_ROWS or w_cols < K:
+        raise ValueError(f"work has shape ({w_rows}, {w_cols}); need at least ({WORK_ROWS}, {K})")
+    return 0
+
+
+cdef int _check_params(Py_ssize_t n_codes, Py_ssize_t n_hp) except -1:
+    if n_codes < N_CODES or n_hp < N_HP:
+        raise ValueError(f"codes / hp have {n_codes} / {n_hp} entries; need {N_CODES} / {N_HP}")
+    return 0
+
+
+cdef enum:
+    PREFETCH_AHEAD = 4  # samples ahead whose rows are requested early (a tuning constant)
+
+
+# --- the kernels ----------------------------------------------------------------------------
+def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating[:] sw,
+                const int64_t[:] order, floating[:, ::1] coef, floating[:, :, ::1] state,
+                int64_t[:] t, const int64_t[:] codes, const double[:] hp, Py_ssize_t batch_size,
+                floating[:, ::1] grad, floating[:, ::1] work):
+    """One epoch on dense ``X`` (the contract of :mod:`fastgd._contract`).
+
+    Returns ``(status, loss_sum)``.
+    """
+    cdef Params P
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t p1 = coef.shape[0]
+    cdef Py_ssize_t K = coef.shape[1]
+    cdef Py_ssize_t p = p1 - 1
+    cdef Py_ssize_t n = p1 * K
+    cdef Py_ssize_t ystride = y.strides[1]
+    cdef Py_ssize_t start, end, j, i
+    cdef int64_t step
+    cdef int status = STATUS_OK
+    cdef double loss_sum = 0.0
+    cdef double batch_loss
+    cdef floating* cf = &coef[0, 0]
+    cdef floating* g = &grad[0, 0]
+    cdef floating* z = &work[0, 0]
+    cdef floating* dz = &work[1, 0]
+    cdef floating* st = NULL
+    _check_params(codes.shape[0], hp.shape[0])
+    _read_params(&P, codes, hp)
+    _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
+                  grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], P.loss)
+    if state.shape[0] < _n_slots(&P) or (state.shape[0] > 0 and (state.shape[1] != p1 or state.shape[2] != K)):
+        raise ValueError(f"state has shape {tuple(state.shape)[:3]}; the optimizer needs "
+                         f"({_n_slots(&P)}, {p1}, {K})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if t.shape[0] < 1:
+        raise ValueError("t must have one element")
+    if state.shape[0] > 0:
+        st = &state[0, 0, 0]
+    with nogil:
+        step = t[0]
+        start = 0
+        while start < n_steps:
+            end = start + batch_size
+            if end > n_steps:
+                end = n_steps
+            for j in range(n):
+                g[j] = 0
+            batch_loss = 0.0
+            for j in range(start, end):
+                if j + PREFETCH_AHEAD < n_steps:
+                    i = order[j + PREFETCH_AHEAD]
+                    _prefetch(<const char*>&X[i, 0], p * <Py_ssize_t>sizeof(floating))
+                    FASTGD_PREFETCH(&y[i, 0])
+                    FASTGD_PREFETCH(&sw[i])
+                i = order[j]
+                batch_loss += _accumulate(&X[i, 0], <const char*>&y[i, 0], ystride, sw[i], cf, g,
+                                          z, dz, p, K, P.loss)
+            loss_sum += batch_loss
+            if not isfinite(batch_loss):
+                status = STATUS_NONFINITE
+                break
+            _apply_step(cf, g, st, p * K, n, &P, step, 1.0 / <double>(end - start))
+            step += 1
+            t[0] = step
+            start = end
+        if status == STATUS_OK and not _all_finite(cf, n):
+            status = STATUS_NONFINITE
+    return status, loss_sum
+
+
+def full_gradient_dense(const floating[:, ::1] X, const floating[:, :] y, const floating[:] sw,
+                        const floating[:, ::1] coef, const int64_t[:] codes, floating[:, ::1] grad,
+                        floating[:, ::1] work):
+    """Sum over all samples of ``sw_i * grad loss_i`` into ``grad`` divided by n; returns the
+    weighted loss sum."""
+    cdef Py_ssize_t n_samples = X.shape[0]
+    cdef Py_ssize_t p1 = coef.shape[0]
+    cdef Py_ssize_t K = coef.shape[1]
+    cdef Py_ssize_t p = p1 - 1
+    cdef Py_ssize_t n = p1 * K
+    cdef Py_ssize_t ystride = y.strides[1]
+    cdef Py_ssize_t i, j
+    cdef int64_t loss_code
+    cdef double loss_sum = 0.0
+    cdef double inv
+    cdef const floating* cf = &coef[0, 0]
+    cdef floating* g = &grad[0, 0]
+    cdef floating* z = &work[0, 0]
+    cdef floating* dz = &work[1, 0]
+    _check_params(codes.shape[0], N_HP)
+    loss_code = codes[C_LOSS]
+    _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
+                  grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], loss_code)
+    with nogil:
+        for j in range(n):
+            g[j] = 0
+        for i in range(n_samples):
+            loss_sum += _accumulate(&X[i, 0], <const char*>&y[i, 0], ystride, sw[i], cf, g, z, dz,
+                                    p, K, loss_code)
+        inv = 1.0 / <double>n_samples
+        for j in range(n):
+            g[j] = <floating>(g[j] * inv)
+    return loss_sum
