@@ -368,21 +368,21 @@ def _all_finite(a):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _margins_dense(xi, coef, z):
-    p1, K = coef.shape
-    p = p1 - 1
+def _margins_dense(xi, w, K, z):
+    """Margins of row ``xi`` under the flat parameters ``w`` ((p + 1) * K, intercept last)."""
+    p = xi.shape[0]
     if K == 1:
-        acc = coef[p, 0]
+        acc = w[p]
         for f in range(p):
-            acc += xi[f] * coef[f, 0]
+            acc += xi[f] * w[f]
         z[0] = acc
     else:
         for k in range(K):
-            z[k] = coef[p, k]
+            z[k] = w[p * K + k]
         for f in range(p):
             xf = xi[f]
             for k in range(K):
-                z[k] += xf * coef[f, k]
+                z[k] += xf * w[f * K + k]
 
 
 # Reassociation lets LLVM vectorise the dot-product reduction (results move in the last
@@ -391,19 +391,18 @@ def _margins_dense(xi, coef, z):
 _FAST = {"reassoc", "contract"}
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def _accumulate_dense(X, y, sw, i, coef, grad, loss_code, z, dz, assign):
-    """Add (or, if ``assign``, write) sample ``i``'s weighted gradient into ``grad``; return
-    its weighted loss."""
-    p1, K = coef.shape
-    p = p1 - 1
+@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign):
+    """Add (or, if ``assign``, write) sample ``i``'s weighted gradient into the flat gradient
+    ``g``; return its weighted loss. ``w`` and ``g`` are flat views made once per epoch:
+    a reshape per sample costs a run-time call in Numba (measured 3x on mini-batch epochs)."""
+    p = X.shape[1]
     xi = X[i]
-    _margins_dense(xi, coef, z)
+    _margins_dense(xi, w, K, z)
     loss = sample_loss(loss_code, z, y, i, dz, K)
     s = sw[i]
     for k in range(K):
         dz[k] *= s
-    g = grad.reshape(p1 * K)
     if K == 1:
         d = dz[0]
         if assign:
@@ -465,34 +464,46 @@ def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
     return _OK, loss_sum
 
 
-@njit(cache=True, nogil=True)
-def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
-    """One epoch on dense ``X`` (the contract of :mod:`fastgd._contract`)."""
+@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, K):
+    """The batch loop of :func:`epoch_dense`. Inlined twice, with ``K`` the literal 1 and
+    with ``K`` read at run time: the single-output loop nest then compiles without the
+    multi-output branches (measured 1.5x faster on mini-batch epochs)."""
     n_steps = order.shape[0]
     loss_code = codes[_C_LOSS]
     z = work[0]
     dz = work[1]
-    if (batch_size == 1 and coef.shape[1] == 1 and codes[_C_OPT] == _OPT_SGD
-            and hp[_H_MOM] == 0 and hp[_H_CLIP] == 0):
-        status, loss_sum = _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz)
+    w = coef.reshape(coef.size)
+    g = grad.reshape(grad.size)
+    loss_sum = 0.0
+    for start in range(0, n_steps, batch_size):
+        end = min(start + batch_size, n_steps)
+        if end - start == 1:
+            _prefetch_dense_row(X, order, start)
+            batch_loss = _accumulate_dense(X, y, sw, order[start], w, g, K, loss_code, z, dz, True)
+        else:
+            g[:] = 0.0
+            batch_loss = 0.0
+            for j in range(start, end):
+                _prefetch_dense_row(X, order, j)
+                batch_loss += _accumulate_dense(X, y, sw, order[j], w, g, K, loss_code, z, dz, False)
+        loss_sum += batch_loss
+        if not np.isfinite(batch_loss):
+            return _NONFINITE, loss_sum
+        apply_step(coef, grad, state, t, codes, hp, 1.0 / (end - start), order, -1)
+    return _OK, loss_sum
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
+    """One epoch on dense ``X`` (the contract of :mod:`fastgd._contract`)."""
+    K = coef.shape[1]
+    if batch_size == 1 and K == 1 and codes[_C_OPT] == _OPT_SGD and hp[_H_MOM] == 0 and hp[_H_CLIP] == 0:
+        status, loss_sum = _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, work[0], work[1])
+    elif K == 1:
+        status, loss_sum = _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, 1)
     else:
-        status = _OK
-        loss_sum = 0.0
-        for start in range(0, n_steps, batch_size):
-            end = min(start + batch_size, n_steps)
-            if end - start == 1:
-                _prefetch_dense_row(X, order, start)
-                batch_loss = _accumulate_dense(X, y, sw, order[start], coef, grad, loss_code, z, dz, True)
-            else:
-                grad[:, :] = 0.0
-                batch_loss = 0.0
-                for j in range(start, end):
-                    _prefetch_dense_row(X, order, j)
-                    batch_loss += _accumulate_dense(X, y, sw, order[j], coef, grad, loss_code, z, dz, False)
-            loss_sum += batch_loss
-            if not np.isfinite(batch_loss):
-                return _NONFINITE, loss_sum
-            apply_step(coef, grad, state, t, codes, hp, 1.0 / (end - start), order, -1)
+        status, loss_sum = _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, K)
     if status == _OK and not _all_finite(coef):
         status = _NONFINITE
     return status, loss_sum
@@ -505,21 +516,25 @@ def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, wo
 N_CHUNKS = C.N_CHUNKS
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FAST)
 def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, losses, loss_code):
     """``grad`` = sum over ``order[start:end]`` of the weighted sample gradients; returns the
     weighted loss sum. ``partial`` (N_CHUNKS, p + 1, K), ``pwork`` (N_CHUNKS, WORK_ROWS, K)
     and ``losses`` (N_CHUNKS,) are scratch."""
     b = end - start
+    K = coef.shape[1]
+    w = coef.reshape(coef.size)
     for c in prange(N_CHUNKS):
         lo = start + (b * c) // N_CHUNKS
         hi = start + (b * (c + 1)) // N_CHUNKS
-        part = partial[c]
-        part[:, :] = 0.0
+        part = partial[c].reshape(coef.size)
+        part[:] = 0.0
+        z = pwork[c, 0]
+        dz = pwork[c, 1]
         acc = 0.0
         for j in range(lo, hi):
             _prefetch_dense_row(X, order, j)
-            acc += _accumulate_dense(X, y, sw, order[j], coef, part, loss_code, pwork[c, 0], pwork[c, 1], False)
+            acc += _accumulate_dense(X, y, sw, order[j], w, part, K, loss_code, z, dz, False)
         losses[c] = acc
     total = 0.0
     for c in range(N_CHUNKS):
