@@ -6,7 +6,6 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, check_random_state, validate_data
 
@@ -213,6 +212,9 @@ class BaseGD(BaseEstimator):
         return self
 
     def _split(self, n, y2, rng):
+        # Imported here: only early stopping needs it, and it adds to every cold start.
+        from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+
         seed = int(rng.integers(np.iinfo(np.int32).max))
         stratify = self._loss_code != C.LOSS_SQUARED
         cv = (StratifiedShuffleSplit if stratify else ShuffleSplit)(
