@@ -647,9 +647,10 @@ COLD_FIT = textwrap.dedent("""
     try:  # Numba's own account of the cache, for the numba runs
         import sys
         nb = sys.modules.get("fastgd._backends._numba")
-        st = nb.epoch_dense.stats if nb is not None else None
-        if st is not None:
-            print("numba-cache", sum(st.cache_hits.values()), sum(st.cache_misses.values()))
+        if nb is not None:
+            stats = [kernel.stats for kernel in nb.COMPILED_KERNELS]
+            print("numba-cache", sum(sum(st.cache_hits.values()) for st in stats),
+                  sum(sum(st.cache_misses.values()) for st in stats))
     except Exception:
         pass
 """)
@@ -727,7 +728,7 @@ def section_cold(rep, backends, args):
         rep.pair("cold", "new process: interpreter + import + fit 2000x20, 5 epochs", k, ts,
                  "sklearn SGDClassifier", base,
                  f"in-process import+fit part: fastgd {fmt_summary(inner[k])}, sklearn {fmt_summary(inner['sklearn SGDClassifier'])}"
-                 + (f"; Numba epoch_dense cache (hits, misses) per run: {caches[k]}" if caches[k] else ""))
+                 + (f"; Numba kernel cache (hits, misses) per run: {caches[k]}" if caches[k] else ""))
         if k.endswith("warm cache") and any(h == 0 for h, _ in caches[k]):
             rep.note("cold start: a 'warm cache' run had no Numba cache hit (the cache was invalidated between "
                      "the filling run and the timed run, e.g. _numba.py changed on disk): that row is a cold compile.")

@@ -495,15 +495,33 @@ def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size,
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
+def _epoch_dense_single(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
+    return _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, 1)
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _epoch_dense_multi(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
+    return _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work,
+                                coef.shape[1])
+
+
+def _plain_sgd_per_sample(codes, hp, batch_size, K):
+    return batch_size == 1 and K == 1 and codes[C.C_OPTIMIZER] == C.OPT_SGD and hp[C.H_MOMENTUM] == 0 \
+        and hp[C.H_CLIP] == 0
+
+
 def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
-    """One epoch on dense ``X`` (the contract of :mod:`fastgd._contract`)."""
-    K = coef.shape[1]
-    if batch_size == 1 and K == 1 and codes[_C_OPT] == _OPT_SGD and hp[_H_MOM] == 0 and hp[_H_CLIP] == 0:
+    """One epoch on dense ``X`` (the contract of :mod:`fastgd._contract`).
+
+    A Python-level choice, once per epoch, between separately compiled kernels (the fused
+    per-sample plain-SGD loop, the single-output and the multi-output batch loops): a fit
+    compiles only the kernel it uses, which keeps the first (cold-cache) fit short."""
+    if _plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
         status, loss_sum = _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, work[0], work[1])
-    elif K == 1:
-        status, loss_sum = _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, 1)
+    elif coef.shape[1] == 1:
+        status, loss_sum = _epoch_dense_single(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)
     else:
-        status, loss_sum = _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, K)
+        status, loss_sum = _epoch_dense_multi(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)
     if status == _OK and not _all_finite(coef):
         status = _NONFINITE
     return status, loss_sum
@@ -733,12 +751,37 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
     return _OK, loss_sum
 
 
-@njit(cache=True, nogil=True)
 def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp,
               batch_size, grad, work, lazy_work, index_work, counters):
     """One epoch on CSR parts (the contract of :mod:`fastgd._contract`): the same mathematics
     as the dense epoch, at O(nnz) per step where :func:`sparse_mode` allows it. Rows must be
-    canonical (no duplicate column in a row; the estimators ensure it)."""
+    canonical (no duplicate column in a row; the estimators ensure it). As for dense input,
+    the fused per-sample plain-SGD kernel and the general one are compiled separately."""
+    _start_lazy_epoch(coef, t, lazy_work, index_work[0])
+    if _plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
+        status, loss_sum = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
+                                                work[0], work[1], lazy_work, index_work[0], counters)
+    else:
+        status, loss_sum = _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
+                                              batch_size, grad, work, lazy_work, index_work, counters)
+    if status == _OK and not _all_finite(coef):
+        status = _NONFINITE
+    return status, loss_sum
+
+
+@njit(cache=True, nogil=True)
+def _start_lazy_epoch(coef, t, lazy_work, mark):
+    """Every coordinate starts the epoch up to date: snapshot (t, A = 1, B = 0), unmarked."""
+    for c in range(coef.shape[0] - 1):
+        lazy_work[0, c] = t[0]
+        lazy_work[1, c] = 1.0
+        lazy_work[2, c] = 0.0
+        mark[c] = -1
+
+
+@njit(cache=True, nogil=True)
+def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
+                       batch_size, grad, work, lazy_work, index_work, counters):
     n_steps = order.shape[0]
     p1, K = coef.shape
     p = p1 - 1
@@ -756,17 +799,6 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
     grad[:, :] = 0.0
     A = 1.0
     B = 0.0
-    for c in range(p):
-        lazy_work[0, c] = t[0]
-        lazy_work[1, c] = 1.0
-        lazy_work[2, c] = 0.0
-        mark[c] = -1
-    if batch_size == 1 and K == 1 and sgd and hp[_H_MOM] == 0 and hp[_H_CLIP] == 0:
-        status, loss_sum = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
-                                                z, dz, lazy_work, mark, counters)
-        if status == _OK and not _all_finite(coef):
-            status = _NONFINITE
-        return status, loss_sum
     loss_sum = 0.0
     for start in range(0, n_steps, batch_size):
         end = min(start + batch_size, n_steps)
@@ -830,6 +862,9 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
                 grad[rows[q], k] = 0.0
     if mode == _SPARSE_LAZY_EXACT:
         _catch_up_all(coef, state, A, B, float(t[0]), lazy_work, rmsprop, rho, counters)
-    if not _all_finite(coef):
-        return _NONFINITE, loss_sum
     return _OK, loss_sum
+
+
+# The compiled entry points (for tests and benchmarks that inspect compilation and caching).
+COMPILED_KERNELS = (_epoch_dense_plain_sgd, _epoch_dense_single, _epoch_dense_multi, _epoch_csr_plain_sgd,
+                    _epoch_csr_general, _chunked_gradient, epoch_dense_chunked)
