@@ -52,7 +52,13 @@ BY_CODE = {C.LOSS_SQUARED: squared, C.LOSS_LOG: log_loss, C.LOSS_SOFTMAX: softma
 def penalty_value(coef, l2, l1):
     """Penalty ``l1 * ||w||_1 + l2 / 2 * ||w||^2`` of the weights (the intercept row excluded)."""
     w = coef[:-1]
-    return float(l1 * np.abs(w).sum() + 0.5 * l2 * np.square(w, dtype=np.float64).sum())
+    value = 0.0
+    if l1 > 0:
+        value += l1 * float(np.abs(w).sum(dtype=np.float64))
+    if l2 > 0:
+        v = w.ravel().astype(np.float64, copy=False)
+        value += 0.5 * l2 * float(np.dot(v, v))
+    return value
 
 
 def objective(X, y, sw, coef, loss_code, l2, l1):

@@ -731,10 +731,15 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
             if b > 0:
                 wc = wc - bd if wc > bd else (wc + bd if wc < -bd else 0.0)
             w[c] = wc
-            mark[c] = j + 1
         w[p] -= cg
         counters[_COUNT_UPDATES] += hi - lo + 1
-        A, B = _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, j + 1, False, 0.0, counters)
+        if a > 0.0 and A * a >= _RESCALE_BELOW:
+            A *= a
+            B = a * B + b
+        else:  # rare: mark the row's coordinates (already stepped) and let _advance_map decide
+            for ptr in range(lo, hi):
+                mark[indices[ptr]] = j + 1
+            A, B = _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, j + 1, False, 0.0, counters)
         for ptr in range(lo, hi):
             c = indices[ptr]
             lazy_work[0, c] = T + 1.0
