@@ -1,4 +1,4 @@
-"""The Cython backend (dense input) against the NumPy reference, at the kernel level.
+"""The Cython backend (dense and CSR input) against the NumPy reference, at the kernel level.
 
 The extension is imported unconditionally: a missing or broken build is a test failure, not
 a skip (CI builds it with ``pip install .``).
@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from fastgd import LinearRegression, LogisticRegression
 from fastgd import _contract as C
@@ -194,14 +195,23 @@ def test_contract_constants_match_contract():
     got = _kernels.contract_constants()
     # every value the Cython side compiled in equals the contract's
     assert got == {name: getattr(C, name, None) for name in got}
-    # and it covers the whole dense contract: all codes, schedules, slots and statuses (the
-    # sparse-only names are the CSR kernels' business), so a new slot cannot be missed
-    dense = {name for name in dir(C) if isinstance(getattr(C, name), int) and name.isupper()
-             and name.startswith(("C_", "LOSS_", "OPT_", "SCHED_", "UNIT_", "H_", "STATUS_"))}
-    dense |= {"N_CODES", "N_HP", "WORK_ROWS"}
-    dense -= {"C_LAZY"}
-    assert set(got) == dense
+    # and it covers the whole contract: all codes, schedules, slots, statuses, the sparse
+    # modes, counters and lazy rows, the chunk count, so a new constant cannot be missed.
+    # (CHUNKED_MIN_WORK is the driver's threshold; no kernel uses it.)
+    every = {name for name in dir(C) if isinstance(getattr(C, name), int) and name.isupper()}
+    assert set(got) == every - {"CHUNKED_MIN_WORK"}
+    assert {"C_LAZY", "LAZY_ROWS", "COUNT_UPDATES", "COUNT_CATCHUPS", "N_COUNTERS", "SPARSE_DENSE",
+            "SPARSE_LAZY_EXACT", "SPARSE_LAZY_APPROX", "N_CHUNKS"} <= set(got)
     assert cy.contract_constants is _kernels.contract_constants
+
+
+def test_stale_build_is_refused(monkeypatch):
+    # a build whose compiled-in sparse constants disagree with the contract is not loaded
+    real = _kernels.contract_constants()
+    monkeypatch.setattr(_kernels, "contract_constants", lambda: {**real, "SPARSE_LAZY_APPROX": 7})
+    monkeypatch.delitem(sys.modules, "fastgd._backends._cython")
+    with pytest.raises(ImportError, match="SPARSE_LAZY_APPROX"):
+        importlib.import_module("fastgd._backends._cython")
 
 
 def test_registry_and_module():
@@ -209,6 +219,7 @@ def test_registry_and_module():
     assert get_backend("cython") is cy
     assert cy.name == "cython"
     assert callable(cy.epoch_dense) and callable(cy.full_gradient_dense)
+    assert callable(cy.epoch_csr) and callable(cy.epoch_dense_chunked)
 
 
 def test_unbuilt_extension_raises_import_error(monkeypatch):
@@ -337,3 +348,210 @@ def test_feature_counts(p):
     assert got[2] == ref[2]
     for g, r, what in zip(got[:2] + got[3:], ref[:2] + ref[3:], ("coef", "state", "losses")):
         assert_close(g, r, 1e-10, what)
+
+
+# --- CSR epochs ---------------------------------------------------------------------------
+# One configuration per update path: (optimizer, penalty, lazy_updates, expected mode).
+CSR_CASES = [
+    ("sgd", "elasticnet", False, C.SPARSE_LAZY_EXACT),
+    ("sgd", None, False, C.SPARSE_LAZY_EXACT),
+    ("adagrad", "l1", False, C.SPARSE_LAZY_EXACT),
+    ("rmsprop", "l1", False, C.SPARSE_LAZY_EXACT),
+    ("rmsprop", "l2", False, C.SPARSE_DENSE),
+    ("momentum", "elasticnet", False, C.SPARSE_DENSE),
+    ("adam", "l2", False, C.SPARSE_DENSE),
+    ("adamw", "l1", False, C.SPARSE_DENSE),
+    ("nesterov", "l2", True, C.SPARSE_LAZY_APPROX),
+    ("amsgrad", "elasticnet", True, C.SPARSE_LAZY_APPROX),
+    ("rmsprop", "l2", True, C.SPARSE_LAZY_APPROX),
+]
+
+
+def make_csr_problem(loss, dtype, n=40, p=15, density=0.25, seed=4):
+    X, y, sw, coef, orders = make_problem(loss, dtype, n=n, p=p, seed=seed)
+    mask = np.random.default_rng(seed + 1).random(X.shape) < density
+    mask[:, -1] = False  # a feature no sample touches: it only ever decays
+    return sp.csr_matrix(X * mask), y, sw, coef, orders
+
+
+def run_csr_epochs(backend, Xs, y, sw, orders, coef0, optimizer, codes, hp, batch_size, index_dtypes):
+    coef = coef0.copy()
+    state = get_optimizer(optimizer).init_state(coef.shape, coef.dtype)
+    t = np.zeros(1, dtype=np.int64)
+    p = Xs.shape[1]
+    counters = np.zeros(C.N_COUNTERS, dtype=np.int64)
+    indices, indptr = Xs.indices.astype(index_dtypes[0]), Xs.indptr.astype(index_dtypes[1])
+    losses = []
+    for epoch, order in enumerate(orders):
+        hp = hp.copy()
+        hp[C.H_EPOCH] = epoch
+        status, loss_sum = backend.epoch_csr(
+            Xs.data, indices, indptr, p, y, sw, order, coef, state, t, codes, hp, batch_size,
+            np.empty_like(coef), np.zeros((C.WORK_ROWS, coef.shape[1]), coef.dtype),
+            np.zeros((C.LAZY_ROWS, p)), np.zeros((2, p + 1), dtype=np.int64), counters)
+        assert status == C.STATUS_OK
+        losses.append(loss_sum)
+    return coef, state, int(t[0]), np.array(losses), counters
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("index_dtypes", [(np.int32, np.int32), (np.int64, np.int64), (np.int32, np.int64)],
+                         ids=["i32", "i64", "mixed"])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("optimizer, penalty, lazy, mode", CSR_CASES)
+def test_epoch_csr_matches_reference(optimizer, penalty, lazy, mode, loss, index_dtypes, dtype):
+    Xs, y, sw, coef0, orders = make_csr_problem(loss, dtype)
+    failures = []
+    for batch_size, schedule, clip in [(1, "constant", None), (1, Warmup(StepDecay(step_size=5, unit="step"), warmup=3), None),
+                                       (6, "invscaling", None), (6, "constant", 0.5), (40, "constant", None)]:
+        codes, hp, b = kernel_arrays(optimizer, schedule, penalty, batch_size, clip, LOSS_CODE[loss], n=40)
+        codes = codes.copy()
+        codes[C.C_LAZY] = int(lazy)
+        assert cy.sparse_mode(codes, hp) == C.sparse_mode(codes, hp) == mode
+        args = (Xs, y, sw, orders, coef0, optimizer, codes, hp, b, index_dtypes)
+        ref = run_csr_epochs(_reference, *args)
+        got = run_csr_epochs(cy, *args)
+        nb = run_csr_epochs(get_backend("numba"), *args)
+        label = f"batch_size={batch_size} schedule={schedule} clip={clip}"
+        try:
+            assert got[2] == ref[2], f"{label}: t {got[2]} != {ref[2]}"
+            assert_close(got[0], ref[0], RTOL[dtype], f"{label}: coef")
+            assert_close(got[1], ref[1], RTOL[dtype], f"{label}: optimizer state")
+            assert_close(got[3], ref[3], RTOL[dtype], f"{label}: epoch losses")
+            # the work counters count what Numba's count
+            np.testing.assert_array_equal(got[4], nb[4], err_msg=f"{label}: counters")
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, f"{len(failures)} configurations differ; first:\n{failures[0]}"
+
+
+def test_epoch_csr_counts_only_touched_work():
+    # lazy exact per-sample SGD: updates = nnz + one intercept per step; catch-ups at most one
+    # per nonzero plus one per coordinate at the end of the epoch (Numba counts the same)
+    Xs, y, sw, coef0, orders = make_csr_problem("log", np.float64, n=40, p=200, density=0.02)
+    codes, hp, b = kernel_arrays("sgd", "constant", "elasticnet", 1, None, C.LOSS_LOG, n=40)
+    got = run_csr_epochs(cy, Xs, y, sw, orders[:1], coef0, "sgd", codes, hp, b, (np.int32, np.int32))
+    assert got[4][C.COUNT_UPDATES] == Xs.nnz + 40
+    assert got[4][C.COUNT_CATCHUPS] <= Xs.nnz + 200
+
+
+def test_epoch_csr_read_only_and_strided_inputs():
+    Xs, y, sw, coef0, orders = make_csr_problem("squared-multi", np.float64)
+    codes, hp, b = kernel_arrays("rmsprop", "constant", "l1", 4, None, C.LOSS_SQUARED, n=40)
+    expected = run_csr_epochs(cy, Xs, y, sw, orders, coef0, "rmsprop", codes, hp, b, (np.int32, np.int32))
+    # read-only CSR parts, targets, weights and order; values / indices as strided views
+    data = np.repeat(Xs.data, 2)[::2]
+    indices = np.repeat(Xs.indices, 2)[::2]
+    Xv = sp.csr_matrix(Xs.shape)
+    Xv.data, Xv.indices, Xv.indptr = data, indices, Xs.indptr.copy()
+    assert not Xv.data.flags.c_contiguous
+    frozen = [a.copy() for a in (y, sw)] + [[o.copy() for o in orders]]
+    for a in (Xv.data, Xv.indices, Xv.indptr, frozen[0], frozen[1], *frozen[2]):
+        a.flags.writeable = False
+    got = run_csr_epochs(cy, Xv, frozen[0], frozen[1], frozen[2], coef0, "rmsprop", codes, hp, b,
+                         (np.int32, np.int32))
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_epoch_csr_nonfinite_status():
+    Xs, y, sw, coef0, orders = make_csr_problem("squared", np.float64)
+    for optimizer, batch_size in [("sgd", 1), ("adam", 4)]:
+        codes, hp, b = kernel_arrays(optimizer, "constant", None, batch_size, None, C.LOSS_SQUARED, n=40)
+        p = Xs.shape[1]
+        bad = Xs.copy()
+        bad.data[bad.indptr[orders[0][0]]] = np.nan  # the first sample's first value
+        coef = coef0.copy()
+        t = np.zeros(1, np.int64)
+        status, loss = cy.epoch_csr(bad.data, bad.indices, bad.indptr, p, y, sw, orders[0], coef,
+                                    get_optimizer(optimizer).init_state(coef.shape, coef.dtype), t, codes, hp, b,
+                                    np.empty_like(coef), np.zeros((C.WORK_ROWS, 1)), np.zeros((C.LAZY_ROWS, p)),
+                                    np.zeros((2, p + 1), np.int64), np.zeros(C.N_COUNTERS, np.int64))
+        assert status == C.STATUS_NONFINITE and not np.isfinite(loss)
+        assert t[0] == 0
+
+
+def test_epoch_csr_bad_buffers_are_refused():
+    Xs, y, sw, coef, orders = make_csr_problem("squared", np.float64)
+    codes, hp, _ = kernel_arrays("adam", "constant", None, 4, None, C.LOSS_SQUARED, n=40)
+    p = Xs.shape[1]
+
+    def call(**over):
+        kw = dict(data=Xs.data, indices=Xs.indices, indptr=Xs.indptr, n_features=p, y=y, sw=sw,
+                  order=orders[0], coef=coef.copy(), state=np.zeros((2,) + coef.shape), t=np.zeros(1, np.int64),
+                  codes=codes, hp=hp, batch_size=4, grad=np.empty_like(coef), work=np.zeros((C.WORK_ROWS, 1)),
+                  lazy_work=np.zeros((C.LAZY_ROWS, p)), index_work=np.zeros((2, p + 1), np.int64),
+                  counters=np.zeros(C.N_COUNTERS, np.int64))
+        kw.update(over)
+        return cy.epoch_csr(*kw.values())
+
+    assert call()[0] == C.STATUS_OK
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        call(n_features=p - 1)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        call(indptr=Xs.indptr[:-1])
+    with pytest.raises(ValueError, match="CSR"):
+        call(indices=Xs.indices[:-1])
+    with pytest.raises(ValueError, match="lazy_work"):
+        call(lazy_work=np.zeros((C.LAZY_ROWS - 1, p)))
+    with pytest.raises(ValueError, match="index_work"):
+        call(index_work=np.zeros((2, p), np.int64))
+    with pytest.raises(ValueError, match="counters"):
+        call(counters=np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="state"):
+        call(state=np.zeros((1,) + coef.shape))
+    with pytest.raises(ValueError, match="batch_size"):
+        call(batch_size=0)
+    with pytest.raises(ValueError, match="work"):
+        call(work=np.zeros((1, 1)))
+    with pytest.raises((ValueError, TypeError)):  # mixed dtypes
+        call(y=y.astype(np.float32))
+
+
+def test_epoch_dense_chunked_bad_buffers_are_refused():
+    X, y, sw, coef, orders = make_problem("squared", np.float64)
+    codes, hp, _ = kernel_arrays("sgd", "constant", None, 4, None, C.LOSS_SQUARED)
+    p1, K = coef.shape
+
+    def call(partial=None, pwork=None, losses=None):
+        return cy.epoch_dense_chunked(
+            X, y, sw, orders[0], coef.copy(), np.zeros((0, p1, K)), np.zeros(1, np.int64), codes, hp, 4,
+            np.empty_like(coef), np.zeros((C.WORK_ROWS, K)),
+            np.zeros((C.N_CHUNKS, p1, K)) if partial is None else partial,
+            np.zeros((C.N_CHUNKS, C.WORK_ROWS, K)) if pwork is None else pwork,
+            np.zeros(C.N_CHUNKS) if losses is None else losses)
+
+    assert call()[0] == C.STATUS_OK
+    with pytest.raises(ValueError, match="partial"):
+        call(partial=np.zeros((C.N_CHUNKS - 1, p1, K)))
+    with pytest.raises(ValueError, match="pwork"):
+        call(pwork=np.zeros((C.N_CHUNKS, 1, K)))
+    with pytest.raises(ValueError, match="losses"):
+        call(losses=np.zeros(C.N_CHUNKS - 1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_epoch_dense_chunked_matches_reference(loss, dtype):
+    # small problems through the chunked kernel (slices of 0 or 1 samples included)
+    X, y, sw, coef0, orders = make_problem(loss, dtype)
+    for optimizer, batch_size, clip in [("adam", N, 0.5), ("nesterov", 7, None), ("rmsprop", 3, None)]:
+        codes, hp, b = kernel_arrays(optimizer, "constant", "elasticnet", batch_size, clip, LOSS_CODE[loss])
+        ref = run_epochs(_reference, X, y, sw, orders, coef0, optimizer, codes, hp, b, [1.0] * N_EPOCHS)
+        chunked = _ChunkedOnly(coef0)
+        got = run_epochs(chunked, X, y, sw, orders, coef0, optimizer, codes, hp, b, [1.0] * N_EPOCHS)
+        assert got[2] == ref[2]
+        for g, r, what in zip(got[:2] + got[3:], ref[:2] + ref[3:], ("coef", "state", "losses")):
+            assert_close(g, r, RTOL[dtype], f"{optimizer}: {what}")
+
+
+class _ChunkedOnly:
+    """``epoch_dense`` served by ``epoch_dense_chunked`` (for :func:`run_epochs`)."""
+
+    def __init__(self, coef):
+        p1, K = coef.shape
+        self.buffers = (np.zeros((C.N_CHUNKS, p1, K), coef.dtype), np.zeros((C.N_CHUNKS, C.WORK_ROWS, K), coef.dtype),
+                        np.zeros(C.N_CHUNKS))
+
+    def epoch_dense(self, *args):
+        return cy.epoch_dense_chunked(*args, *self.buffers)

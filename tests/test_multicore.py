@@ -2,14 +2,15 @@
 
 import warnings
 
-import numba
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fastgd import LinearRegression, LogisticRegression
 from fastgd import _contract as C
-from fastgd._backends import _numba, get_backend
+from fastgd._backends import available, get_backend
+
+COMPILED = ["numba"] + (["cython"] if available("cython") else [])
 
 
 @pytest.fixture(scope="module")
@@ -30,51 +31,125 @@ def _fit(est, X, y, **kw):
         return est(**params).fit(X, y)
 
 
-def test_large_batches_use_the_chunked_kernel(monkeypatch, big):
+@pytest.mark.parametrize("backend", COMPILED)
+def test_large_batches_use_the_chunked_kernel(monkeypatch, big, backend):
+    # The driver looks the kernel up on the backend module the registry returns (for Cython,
+    # the package that re-exports the extension's functions).
+    module = get_backend(backend)
     calls = []
-    original = _numba.epoch_dense_chunked
-    monkeypatch.setattr(_numba, "epoch_dense_chunked", lambda *a: calls.append(a[9]) or original(*a))
-    _fit(LinearRegression, *big, backend="numba", batch_size=None)
+    original = module.epoch_dense_chunked
+    monkeypatch.setattr(module, "epoch_dense_chunked", lambda *a: calls.append(a[9]) or original(*a))
+    _fit(LinearRegression, *big, backend=backend, batch_size=None)
     assert calls == [3000] * 3
     calls.clear()
-    _fit(LinearRegression, *big, backend="numba", batch_size=32)  # small batches stay serial
+    _fit(LinearRegression, *big, backend=backend, batch_size=32)  # small batches stay serial
     assert calls == []
 
 
+@pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "rmsprop"])
 @pytest.mark.parametrize("batch_size", [None, 2900])
-def test_chunked_kernel_equals_reference(big, optimizer, batch_size):
+def test_chunked_kernel_equals_reference(big, optimizer, batch_size, backend):
     X, y = big
     for est, target in [(LinearRegression, y), (LogisticRegression, y > 0), (LogisticRegression, np.digitize(y, [-2, 2]))]:
         kw = dict(optimizer=optimizer, batch_size=batch_size, clip_norm=5.0)
         ref = _fit(est, X, target, backend="numpy", **kw)
-        got = _fit(est, X, target, backend="numba", **kw)
+        got = _fit(est, X, target, backend=backend, **kw)
         assert_allclose(got.coef_, ref.coef_, rtol=1e-10, atol=1e-14)
         assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-10)
 
 
-def test_results_do_not_depend_on_the_thread_count(big):
+def _run_with_threads(backend, n, fn):
+    """``fn()`` with the backend's parallel loops limited to ``n`` threads."""
+    if backend == "numba":
+        import numba
+
+        before = numba.get_num_threads()
+        try:
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+            return fn()
+        finally:
+            numba.set_num_threads(before)
+    from threadpoolctl import threadpool_limits
+
+    from fastgd._backends._cython import _kernels
+
+    with threadpool_limits(limits=n, user_api="openmp"):
+        openmp, ids = _kernels._chunk_threads()
+        if not openmp:
+            pytest.skip("the Cython extension was built without OpenMP")
+        # the limit reaches the extension's OpenMP runtime: its slices run on exactly n threads
+        assert sorted(set(ids)) == list(range(min(n, C.N_CHUNKS)))
+        return fn()
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_results_do_not_depend_on_the_thread_count(big, backend):
     X, y = big
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = _fit(LogisticRegression, X, y > 0, backend="numba", optimizer="adam")
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = _fit(LogisticRegression, X, y > 0, backend="numba", optimizer="adam")
-    finally:
-        numba.set_num_threads(before)
-    assert_array_equal(one.coef_, many.coef_)
-    assert one.loss_curve_ == many.loss_curve_
+    fit = lambda: _fit(LogisticRegression, X, y > 0, backend=backend, optimizer="adam")  # noqa: E731
+    one = _run_with_threads(backend, 1, fit)
+    two = _run_with_threads(backend, 2, fit)
+    assert_array_equal(one.coef_, two.coef_)
+    assert one.loss_curve_ == two.loss_curve_
+    # the full-batch gradient too, bit for bit
+    coef = np.random.default_rng(1).standard_normal((51, 1))
+    codes = np.zeros(C.N_CODES, dtype=np.int64)
+    codes[C.C_LOSS] = C.LOSS_LOG
+
+    def gradient():
+        grad = np.empty_like(coef)
+        loss = get_backend(backend).full_gradient_dense(X, (y > 0).astype(float).reshape(-1, 1), np.ones(3000),
+                                                        coef, codes, grad, np.zeros((C.WORK_ROWS, 1)))
+        return grad, loss
+
+    g1, l1 = _run_with_threads(backend, 1, gradient)
+    g2, l2 = _run_with_threads(backend, 2, gradient)
+    assert_array_equal(g1, g2)
+    assert l1 == l2
 
 
-def test_full_gradient_matches_numpy(big):
+@pytest.mark.parametrize("backend", COMPILED)
+def test_full_gradient_matches_numpy(big, backend):
     X, y = big
     coef = np.random.default_rng(1).standard_normal((51, 1))
     grad = np.empty_like(coef)
     codes = np.zeros(C.N_CODES, dtype=np.int64)
-    loss = get_backend("numba").full_gradient_dense(X, y.reshape(-1, 1), np.ones(3000), coef, codes, grad,
+    loss = get_backend(backend).full_gradient_dense(X, y.reshape(-1, 1), np.ones(3000), coef, codes, grad,
                                                     np.zeros((C.WORK_ROWS, 1)))
     r = X @ coef[:-1, 0] + coef[-1, 0] - y
     assert_allclose(grad[:-1, 0], 2 * X.T @ r / 3000, rtol=1e-10)
     assert_allclose(grad[-1, 0], 2 * r.mean(), rtol=1e-10)
     assert_allclose(loss, r @ r, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_chunked_epoch_equals_serial_epoch(big, backend, dtype):
+    # The same epoch through both kernels: only the order of the gradient sum differs.
+    X, y = big
+    X, Y = X.astype(dtype), np.stack([y, -y, 0.5 * y], axis=1).astype(dtype)
+    n, p = X.shape
+    codes = np.zeros(C.N_CODES, dtype=np.int64)
+    codes[C.C_OPTIMIZER] = C.OPT_ADAM
+    hp = np.zeros(C.N_HP)
+    hp[[C.H_LR, C.H_LR_SCALE, C.H_BETA1, C.H_BETA2, C.H_EPS, C.H_L2]] = [0.01, 1.0, 0.9, 0.999, 1e-8, 1e-3]
+    order = np.random.default_rng(2).permutation(n).astype(np.int64)
+    kernels = get_backend(backend)
+    out = []
+    for chunked in (False, True):
+        coef = np.zeros((p + 1, 3), dtype)
+        state = np.zeros((2, p + 1, 3), dtype)
+        t = np.zeros(1, np.int64)
+        args = (X, Y, np.ones(n, dtype), order, coef, state, t, codes, hp, 1000, np.empty_like(coef),
+                np.zeros((C.WORK_ROWS, 3), dtype))
+        if chunked:
+            status, loss = kernels.epoch_dense_chunked(
+                *args, np.zeros((C.N_CHUNKS, p + 1, 3), dtype), np.zeros((C.N_CHUNKS, C.WORK_ROWS, 3), dtype),
+                np.zeros(C.N_CHUNKS))
+        else:
+            status, loss = kernels.epoch_dense(*args)
+        assert status == C.STATUS_OK and t[0] == 3
+        out.append((coef, loss))
+    rtol = 1e-10 if dtype == np.float64 else 2e-4
+    assert_allclose(out[1][0], out[0][0], rtol=rtol, atol=rtol * 1e-2)
+    assert_allclose(out[1][1], out[0][1], rtol=rtol)

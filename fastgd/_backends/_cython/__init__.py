@@ -1,4 +1,4 @@
-"""The Cython backend: the kernel contract compiled ahead of time (dense input).
+"""The Cython backend: the kernel contract compiled ahead of time (dense and CSR input).
 
 The kernels live in the extension module ``_kernels`` built from ``_kernels.pyx`` by
 ``pip install`` (see ``setup.py``). When the extension is not built, importing this package
@@ -10,10 +10,12 @@ the same way.
 from fastgd import _contract
 
 try:
-    from fastgd._backends._cython._kernels import contract_constants, epoch_dense, full_gradient_dense
-except ImportError as exc:  # not built (e.g. a source checkout without build_ext)
+    from fastgd._backends._cython._kernels import (
+        contract_constants, epoch_csr, epoch_dense, epoch_dense_chunked, full_gradient_dense, sparse_mode,
+    )
+except ImportError as exc:  # not built (e.g. a source checkout without build_ext), or too old
     raise ImportError(
-        "the Cython backend of fastgd is not built; reinstall with 'pip install .' (or run "
+        "the Cython backend of fastgd is not built (or was built from older sources); reinstall with 'pip install .' (or run "
         "'python setup.py build_ext --inplace' in a source checkout)."
     ) from exc
 
@@ -27,4 +29,5 @@ if _stale:
     )
 del _stale
 
-__all__ = ["name", "epoch_dense", "full_gradient_dense", "contract_constants"]
+__all__ = ["name", "epoch_dense", "epoch_dense_chunked", "epoch_csr", "full_gradient_dense", "sparse_mode",
+           "contract_constants"]

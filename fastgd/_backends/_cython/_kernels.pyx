@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False
-"""The Cython backend: the kernel contract of :mod:`fastgd._contract` for dense ``X``.
+"""The Cython backend: the kernel contract of :mod:`fastgd._contract` (dense and CSR).
 
 The same mathematics as :mod:`fastgd._backends._numba`, in the same precision (per-sample
 margins and gradient sums in ``X``'s dtype, optimizer updates in double), for float32 and
@@ -16,10 +16,19 @@ The contract's integers are declared once, in the ``cdef enum`` below, and expor
 
 Shapes are checked once per call (bounds checking is compiled out, so a mismatched buffer
 would otherwise be read or written out of bounds); values are not validated.
+
+``epoch_dense_chunked`` and ``full_gradient_dense`` sum a batch gradient over ``N_CHUNKS`` fixed
+slices in parallel (OpenMP ``prange``; serial when the extension was built without OpenMP) and
+add the slices in order, so results do not depend on the thread count. ``epoch_csr`` takes the
+CSR parts with int32 or int64 ``indices`` / ``indptr`` (a fused type each: no copies) and
+defers the closed-form part of untouched coordinates' updates (see the contract).
 """
 
-from libc.math cimport exp, expf, floor, isfinite, log, log1p, log1pf, pow, sqrt, cos, M_PI
-from libc.stdint cimport int64_t
+from cython.parallel cimport prange, threadid
+from libc.math cimport exp, expf, fabs, floor, isfinite, log, log1p, log1pf, pow, sqrt, cos, M_PI
+from libc.stdint cimport int32_t, int64_t
+
+import numpy as np
 
 cdef extern from *:
     """
@@ -35,6 +44,15 @@ ctypedef fused floating:
     float
     double
 
+# CSR index arrays: scipy picks int32 or int64 for indices and indptr (independently).
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+ctypedef fused ptr_t:
+    int32_t
+    int64_t
+
 # --- the kernel contract (must equal fastgd/_contract.py; see contract_constants) ----------
 cdef enum:
     C_LOSS = 0
@@ -43,6 +61,7 @@ cdef enum:
     C_AMSGRAD = 3
     C_SCHEDULE = 4
     C_SCHEDULE_UNIT = 5
+    C_LAZY = 6
     N_CODES = 7
 
     LOSS_SQUARED = 0
@@ -89,13 +108,24 @@ cdef enum:
 
     WORK_ROWS = 2
 
+    N_CHUNKS = 8
+
+    LAZY_ROWS = 3
+    COUNT_UPDATES = 0
+    COUNT_CATCHUPS = 1
+    N_COUNTERS = 2
+
+    SPARSE_DENSE = 0
+    SPARSE_LAZY_EXACT = 1
+    SPARSE_LAZY_APPROX = 2
+
 
 def contract_constants():
     """Every code, slot and status the compiled kernels use, by its ``fastgd._contract`` name."""
     return {
         "C_LOSS": C_LOSS, "C_OPTIMIZER": C_OPTIMIZER, "C_NESTEROV": C_NESTEROV,
         "C_AMSGRAD": C_AMSGRAD, "C_SCHEDULE": C_SCHEDULE, "C_SCHEDULE_UNIT": C_SCHEDULE_UNIT,
-        "N_CODES": N_CODES,
+        "C_LAZY": C_LAZY, "N_CODES": N_CODES,
         "LOSS_SQUARED": LOSS_SQUARED, "LOSS_LOG": LOSS_LOG, "LOSS_SOFTMAX": LOSS_SOFTMAX,
         "OPT_SGD": OPT_SGD, "OPT_ADAGRAD": OPT_ADAGRAD, "OPT_RMSPROP": OPT_RMSPROP,
         "OPT_ADAM": OPT_ADAM,
@@ -109,7 +139,10 @@ def contract_constants():
         "H_STEP_SIZE": H_STEP_SIZE, "H_POWER": H_POWER, "H_T_MAX": H_T_MAX,
         "H_LR_MIN": H_LR_MIN, "H_WARMUP": H_WARMUP, "H_EPOCH": H_EPOCH, "N_HP": N_HP,
         "STATUS_OK": STATUS_OK, "STATUS_NONFINITE": STATUS_NONFINITE,
-        "WORK_ROWS": WORK_ROWS,
+        "WORK_ROWS": WORK_ROWS, "N_CHUNKS": N_CHUNKS,
+        "LAZY_ROWS": LAZY_ROWS, "COUNT_UPDATES": COUNT_UPDATES, "COUNT_CATCHUPS": COUNT_CATCHUPS,
+        "N_COUNTERS": N_COUNTERS, "SPARSE_DENSE": SPARSE_DENSE,
+        "SPARSE_LAZY_EXACT": SPARSE_LAZY_EXACT, "SPARSE_LAZY_APPROX": SPARSE_LAZY_APPROX,
     }
 
 
@@ -121,6 +154,7 @@ cdef struct Params:
     int64_t amsgrad
     int64_t sched
     int64_t unit
+    int64_t lazy
     double lr
     double lr_scale
     double momentum
@@ -148,6 +182,7 @@ cdef inline void _read_params(Params* P, const int64_t[:] codes, const double[:]
     P.amsgrad = codes[C_AMSGRAD]
     P.sched = codes[C_SCHEDULE]
     P.unit = codes[C_SCHEDULE_UNIT]
+    P.lazy = codes[C_LAZY]
     P.lr = hp[H_LR]
     P.lr_scale = hp[H_LR_SCALE]
     P.momentum = hp[H_MOMENTUM]
@@ -438,6 +473,69 @@ cdef inline void _apply_step(floating* cf, const floating* g, floating* st, Py_s
                 cf[i] = 0
 
 
+cdef inline double _apply_step_rows(floating* cf, const floating* g, floating* st, Py_ssize_t n,
+                                   Py_ssize_t p, Py_ssize_t K, const int64_t* rows, Py_ssize_t n_rows,
+                                   const Params* P, int64_t t, double inv_b) noexcept nogil:
+    """:func:`_apply_step` restricted to the coefficient rows ``rows[:n_rows]`` (the rows a
+    sparse batch touched, the intercept row ``p`` last; every other row's gradient is zero and
+    it is left alone). The optimizer is dispatched once; returns the learning rate used."""
+    cdef Py_ssize_t j, i, lo, r
+    cdef double lr = _learning_rate(P, t)
+    cdef int64_t step = t + 1
+    cdef double cs = inv_b
+    cdef double sq, gi, c, w, thresh, step_size, bc2_sqrt, shrink
+    cdef bint nesterov = P.nesterov != 0
+    cdef bint amsgrad = P.amsgrad != 0
+    if P.clip > 0:
+        sq = 0.0
+        for j in range(n_rows):
+            lo = rows[j] * K
+            for i in range(lo, lo + K):
+                gi = g[i] * inv_b
+                sq += gi * gi
+        c = P.clip / (sqrt(sq) + 1e-6)
+        if c < 1.0:
+            cs = inv_b * c
+    if P.opt == OPT_SGD:
+        for j in range(n_rows):
+            r = rows[j]
+            _sgd(cf, g, st, n, r * K, r * K + K, P.l2 if r < p else 0.0, cs, lr, P.momentum, nesterov)
+    elif P.opt == OPT_ADAGRAD:
+        for j in range(n_rows):
+            r = rows[j]
+            _adagrad(cf, g, st, r * K, r * K + K, P.l2 if r < p else 0.0, cs, lr, P.eps)
+    elif P.opt == OPT_RMSPROP:
+        for j in range(n_rows):
+            r = rows[j]
+            _rmsprop(cf, g, st, r * K, r * K + K, P.l2 if r < p else 0.0, cs, lr, P.eps, P.rho)
+    else:
+        step_size = lr / (1.0 - _ipow(P.beta1, step))
+        bc2_sqrt = sqrt(1.0 - _ipow(P.beta2, step))
+        shrink = 1.0 - lr * P.weight_decay
+        for j in range(n_rows):
+            r = rows[j]
+            if r < p:
+                _adam(cf, g, st, n, r * K, r * K + K, P.l2, shrink, cs, step_size, bc2_sqrt,
+                      P.beta1, P.beta2, P.eps, amsgrad)
+            else:
+                _adam(cf, g, st, n, r * K, r * K + K, 0.0, 1.0, cs, step_size, bc2_sqrt,
+                      P.beta1, P.beta2, P.eps, amsgrad)
+    if P.l1 > 0:
+        thresh = lr * P.l1
+        for j in range(n_rows):
+            r = rows[j]
+            if r < p:
+                for i in range(r * K, r * K + K):
+                    w = cf[i]
+                    if w > thresh:
+                        cf[i] = <floating>(w - thresh)
+                    elif w < -thresh:
+                        cf[i] = <floating>(w + thresh)
+                    else:
+                        cf[i] = 0
+    return lr
+
+
 cdef inline void _prefetch(const char* start, Py_ssize_t n_bytes) noexcept nogil:
     """Ask for the cache lines of ``n_bytes`` from ``start`` (a hint; no effect on results).
     In a shuffled epoch every sample's row is a cache miss; asking for the next rows while the
@@ -564,36 +662,588 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
     return status, loss_sum
 
 
+# --- multi-core gradient accumulation ---------------------------------------------------
+# A batch is cut into N_CHUNKS fixed slices; each slice's gradient is summed into its own
+# buffer (in parallel, one slice per prange iteration), then the buffers are added in slice
+# order. The result depends on neither the number of threads nor their scheduling.
+cdef enum:
+    LOCAL_K = 16  # up to this many outputs, a slice keeps its margins on the thread's stack
+
+
+cdef inline int64_t _read_i64(const char* base, Py_ssize_t stride, Py_ssize_t j) noexcept nogil:
+    return (<const int64_t*>(base + j * stride))[0]
+
+
+cdef double _slice_gradient(const floating* X, const char* yb, Py_ssize_t ys0, Py_ssize_t ys1,
+                            const char* swb, Py_ssize_t sws, const char* ob, Py_ssize_t os,
+                            Py_ssize_t n_order, Py_ssize_t lo, Py_ssize_t hi, const floating* cf,
+                            floating* part, floating* z, floating* dz, Py_ssize_t p, Py_ssize_t K,
+                            int64_t loss_code) noexcept nogil:
+    """``part`` = sum over the samples ``order[lo:hi]`` (``lo:hi`` itself when ``ob`` is NULL)
+    of the weighted sample gradients; returns their weighted loss sum."""
+    cdef floating zl[2 * LOCAL_K]
+    cdef Py_ssize_t j, i, q
+    cdef double acc = 0.0
+    if K <= LOCAL_K:
+        # the shared scratch rows of neighbouring slices sit on one cache line: writing the
+        # margins there from two threads on every sample would bounce the line between cores
+        z = zl
+        dz = zl + LOCAL_K
+    for q in range((p + 1) * K):
+        part[q] = 0
+    for j in range(lo, hi):
+        if ob != NULL:
+            if j + PREFETCH_AHEAD < n_order:
+                i = _read_i64(ob, os, j + PREFETCH_AHEAD)
+                _prefetch(<const char*>(X + i * p), p * <Py_ssize_t>sizeof(floating))
+            i = _read_i64(ob, os, j)
+        else:
+            i = j
+        acc += _accumulate(X + i * p, yb + i * ys0, ys1, (<const floating*>(swb + i * sws))[0],
+                           cf, part, z, dz, p, K, loss_code)
+    return acc
+
+
+cdef double _chunked_gradient(const floating* X, const char* yb, Py_ssize_t ys0, Py_ssize_t ys1,
+                              const char* swb, Py_ssize_t sws, const char* ob, Py_ssize_t os,
+                              Py_ssize_t n_order, Py_ssize_t start, Py_ssize_t end, const floating* cf,
+                              floating* g, floating* partial, floating* pwork, Py_ssize_t pw_chunk,
+                              Py_ssize_t pw_row, double* losses, Py_ssize_t p, Py_ssize_t K,
+                              int64_t loss_code) noexcept nogil:
+    """``g`` = sum over ``order[start:end]`` of the weighted sample gradients, accumulated in
+    N_CHUNKS fixed slices in parallel and added in slice order; returns the weighted loss sum.
+    ``partial`` is (N_CHUNKS, p + 1, K), ``pwork`` N_CHUNKS blocks of ``pw_chunk`` elements
+    (margins, then d loss / d z ``pw_row`` elements later), ``losses`` (N_CHUNKS,)."""
+    cdef Py_ssize_t b = end - start
+    cdef Py_ssize_t n = (p + 1) * K
+    cdef Py_ssize_t c, lo, hi, q
+    cdef floating acc
+    cdef double total = 0.0
+    for c in prange(N_CHUNKS, schedule="static", chunksize=1):
+        lo = start + (b * c) // N_CHUNKS
+        hi = start + (b * (c + 1)) // N_CHUNKS
+        losses[c] = _slice_gradient(X, yb, ys0, ys1, swb, sws, ob, os, n_order, lo, hi, cf,
+                                    partial + c * n, pwork + c * pw_chunk,
+                                    pwork + c * pw_chunk + pw_row, p, K, loss_code)
+    for c in range(N_CHUNKS):
+        total += losses[c]
+    for q in range(n):
+        acc = partial[q]
+        for c in range(1, N_CHUNKS):
+            acc = acc + partial[c * n + q]
+        g[q] = acc
+    return total
+
+
+cdef int _check_chunk_buffers(tuple partial_shape, tuple pwork_shape, Py_ssize_t n_losses,
+                              Py_ssize_t p1, Py_ssize_t K) except -1:
+    if partial_shape != (N_CHUNKS, p1, K):
+        raise ValueError(f"partial has shape {partial_shape}; need ({N_CHUNKS}, {p1}, {K})")
+    if pwork_shape[0] != N_CHUNKS or pwork_shape[1] < WORK_ROWS or pwork_shape[2] < K:
+        raise ValueError(f"pwork has shape {pwork_shape}; need ({N_CHUNKS}, {WORK_ROWS}, {K})")
+    if n_losses < N_CHUNKS:
+        raise ValueError(f"losses has {n_losses} entries; need {N_CHUNKS}")
+    return 0
+
+
+def epoch_dense_chunked(const floating[:, ::1] X, const floating[:, :] y, const floating[:] sw,
+                        const int64_t[:] order, floating[:, ::1] coef, floating[:, :, ::1] state,
+                        int64_t[:] t, const int64_t[:] codes, const double[:] hp, Py_ssize_t batch_size,
+                        floating[:, ::1] grad, floating[:, ::1] work, floating[:, :, ::1] partial,
+                        floating[:, :, ::1] pwork, double[::1] losses):
+    """:func:`epoch_dense` for large batches: each batch gradient summed over N_CHUNKS fixed
+    slices on all cores, then added in slice order (same mathematics; the result does not
+    depend on the thread count). Returns ``(status, loss_sum)``."""
+    cdef Params P
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t p1 = coef.shape[0]
+    cdef Py_ssize_t K = coef.shape[1]
+    cdef Py_ssize_t p = p1 - 1
+    cdef Py_ssize_t n = p1 * K
+    cdef Py_ssize_t start, end
+    cdef int64_t step
+    cdef int status = STATUS_OK
+    cdef double loss_sum = 0.0
+    cdef double batch_loss
+    cdef floating* cf = &coef[0, 0]
+    cdef floating* g = &grad[0, 0]
+    cdef floating* st = NULL
+    _check_params(codes.shape[0], hp.shape[0])
+    _read_params(&P, codes, hp)
+    _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
+                  grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], P.loss)
+    _check_chunk_buffers(tuple(partial.shape)[:3], tuple(pwork.shape)[:3], losses.shape[0], p1, K)
+    if state.shape[0] < _n_slots(&P) or (state.shape[0] > 0 and (state.shape[1] != p1 or state.shape[2] != K)):
+        raise ValueError(f"state has shape {tuple(state.shape)[:3]}; the optimizer needs "
+                         f"({_n_slots(&P)}, {p1}, {K})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if t.shape[0] < 1:
+        raise ValueError("t must have one element")
+    if state.shape[0] > 0:
+        st = &state[0, 0, 0]
+    cdef Py_ssize_t pw_chunk = pwork.strides[0] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t pw_row = pwork.strides[1] // <Py_ssize_t>sizeof(floating)
+    with nogil:
+        step = t[0]
+        start = 0
+        while start < n_steps:
+            end = start + batch_size
+            if end > n_steps:
+                end = n_steps
+            batch_loss = _chunked_gradient(&X[0, 0], <const char*>&y[0, 0], y.strides[0], y.strides[1],
+                                           <const char*>&sw[0], sw.strides[0],
+                                           <const char*>&order[0], order.strides[0], n_steps,
+                                           start, end, cf, g, &partial[0, 0, 0], &pwork[0, 0, 0],
+                                           pw_chunk, pw_row, &losses[0], p, K, P.loss)
+            loss_sum += batch_loss
+            if not isfinite(batch_loss):
+                status = STATUS_NONFINITE
+                break
+            _apply_step(cf, g, st, p * K, n, &P, step, 1.0 / <double>(end - start))
+            step += 1
+            t[0] = step
+            start = end
+        if status == STATUS_OK and not _all_finite(cf, n):
+            status = STATUS_NONFINITE
+    return status, loss_sum
+
+
 def full_gradient_dense(const floating[:, ::1] X, const floating[:, :] y, const floating[:] sw,
                         const floating[:, ::1] coef, const int64_t[:] codes, floating[:, ::1] grad,
                         floating[:, ::1] work):
-    """Sum over all samples of ``sw_i * grad loss_i`` into ``grad`` divided by n; returns the
-    weighted loss sum."""
+    """Sum over all samples of ``sw_i * grad loss_i`` into ``grad`` divided by n (on all cores,
+    in N_CHUNKS fixed slices added in order); returns the weighted loss sum."""
     cdef Py_ssize_t n_samples = X.shape[0]
     cdef Py_ssize_t p1 = coef.shape[0]
     cdef Py_ssize_t K = coef.shape[1]
     cdef Py_ssize_t p = p1 - 1
     cdef Py_ssize_t n = p1 * K
-    cdef Py_ssize_t ystride = y.strides[1]
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t j
     cdef int64_t loss_code
     cdef double loss_sum = 0.0
-    cdef double inv
-    cdef const floating* cf = &coef[0, 0]
     cdef floating* g = &grad[0, 0]
-    cdef floating* z = &work[0, 0]
-    cdef floating* dz = &work[1, 0]
     _check_params(codes.shape[0], N_HP)
     loss_code = codes[C_LOSS]
     _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
                   grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], loss_code)
+    # the slices' scratch, allocated here (not per step, and never inside the parallel loop)
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, :, ::1] partial = np.empty((N_CHUNKS, p1, K), dtype=dtype)
+    cdef floating[:, :, ::1] pwork = np.empty((N_CHUNKS, WORK_ROWS, K), dtype=dtype)
+    cdef double[::1] losses = np.empty(N_CHUNKS)
+    cdef floating dn = <floating>n_samples
     with nogil:
+        loss_sum = _chunked_gradient(&X[0, 0], <const char*>&y[0, 0], y.strides[0], y.strides[1],
+                                     <const char*>&sw[0], sw.strides[0], NULL, 0, n_samples,
+                                     0, n_samples, &coef[0, 0], g, &partial[0, 0, 0], &pwork[0, 0, 0],
+                                     WORK_ROWS * K, K, &losses[0], p, K, loss_code)
         for j in range(n):
-            g[j] = 0
-        for i in range(n_samples):
-            loss_sum += _accumulate(&X[i, 0], <const char*>&y[i, 0], ystride, sw[i], cf, g, z, dz,
-                                    p, K, loss_code)
-        inv = 1.0 / <double>n_samples
-        for j in range(n):
-            g[j] = <floating>(g[j] * inv)
+            g[j] = g[j] / dn
     return loss_sum
+
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define FASTGD_OPENMP 1
+    #else
+    #define FASTGD_OPENMP 0
+    #endif
+    """
+    int FASTGD_OPENMP
+
+
+def _chunk_threads():
+    """``(built_with_openmp, thread ids)``: the thread that ran each of the N_CHUNKS slices of
+    a parallel loop like the gradient's (a diagnostic for the thread-count tests)."""
+    cdef int ids[N_CHUNKS]
+    cdef Py_ssize_t c
+    for c in prange(N_CHUNKS, schedule="static", chunksize=1, nogil=True):
+        ids[c] = threadid()
+    return FASTGD_OPENMP != 0, [ids[c] for c in range(N_CHUNKS)]
+
+
+# --- sparse (CSR) epochs ---------------------------------------------------------------------
+# Between steps, a coordinate no sample of the batch touches receives only the penalty /
+# optimizer decay. Where that has a closed form (SPARSE_LAZY_EXACT) it is deferred: the
+# per-step maps |w| <- max(a_s |w| - b_s, 0) are composed into one cumulative map x -> A x - B,
+# and each coordinate records the step it was last brought up to date and (A, B) at that
+# step (``lazy_work``); it is caught up when next touched and at the end of the epoch.
+cdef double RESCALE_BELOW = 1e-100  # bring everything up to date before A underflows
+
+
+cdef struct Lazy:
+    double* last  # lazy_work[0]: the step each coordinate was last brought up to date
+    double* a  # lazy_work[1]: A at that step
+    double* b  # lazy_work[2]: B at that step
+    int64_t* mark  # index_work[0]: "touched by the step with this stamp"
+    int64_t* counters
+    bint rmsprop  # the accumulator decays by rho per missed step
+    double rho
+
+
+cdef inline int _sparse_mode(const Params* P) noexcept nogil:
+    if ((P.opt == OPT_SGD and P.momentum == 0)
+            or ((P.opt == OPT_ADAGRAD or P.opt == OPT_RMSPROP) and P.l2 == 0)):
+        return SPARSE_LAZY_EXACT
+    return SPARSE_LAZY_APPROX if P.lazy != 0 else SPARSE_DENSE
+
+
+def sparse_mode(const int64_t[:] codes, const double[:] hp):
+    """:func:`fastgd._contract.sparse_mode`, compiled."""
+    cdef Params P
+    _check_params(codes.shape[0], hp.shape[0])
+    _read_params(&P, codes, hp)
+    return _sparse_mode(&P)
+
+
+cdef inline int _catch_up(floating* cf, floating* st, Py_ssize_t c, Py_ssize_t K, double A, double B,
+                          double T, const Lazy* L) noexcept nogil:
+    """Apply to coordinate row ``c`` the deferred maps since it was last up to date:
+    ``|w| <- max((A / A_u) |w| - (B - (A / A_u) B_u), 0)``; RMSprop's accumulator (slot 0 at
+    ``st``) decays by ``rho`` per missed step. Returns 1 if anything was applied."""
+    cdef double u = L.last[c]
+    cdef double ratio, shift, w, aw, f
+    cdef Py_ssize_t k
+    if u == T:
+        return 0
+    ratio = A / L.a[c]
+    shift = B - ratio * L.b[c]
+    for k in range(c * K, c * K + K):
+        w = cf[k]
+        aw = fabs(w) * ratio - shift
+        if aw > 0:
+            cf[k] = <floating>(aw if w > 0 else -aw)
+        else:
+            cf[k] = 0
+    if L.rmsprop:
+        f = pow(L.rho, T - u)
+        for k in range(c * K, c * K + K):
+            st[k] = <floating>(st[k] * f)
+    L.last[c] = T
+    L.a[c] = A
+    L.b[c] = B
+    return 1
+
+
+cdef void _catch_up_all(floating* cf, floating* st, Py_ssize_t p, Py_ssize_t K, double A, double B,
+                        double T, const Lazy* L) noexcept nogil:
+    cdef Py_ssize_t c
+    for c in range(p):
+        L.counters[COUNT_CATCHUPS] += _catch_up(cf, st, c, K, A, B, T, L)
+
+
+cdef void _advance_map(floating* cf, floating* st, Py_ssize_t p, Py_ssize_t K, double* A, double* B,
+                       double T, double a, double b, int64_t stamp, const Lazy* L) noexcept nogil:
+    """After the step from clock ``T`` (its touched coordinates, ``mark == stamp``, already
+    stepped in full), fold the step's map ``|w| <- max(a |w| - b, 0)`` into the cumulative map
+    ``(A, B)`` of the untouched ones. The caller records ``(T + 1, A, B)`` as the touched
+    coordinates' snapshot.
+
+    Two cases bring every coordinate up to date instead and restart the map: a non-positive
+    ``a`` (``lr * l2 >= 1``: the map flips signs and does not compose) and an ``A`` about to
+    underflow."""
+    cdef Py_ssize_t c, k
+    cdef double w, m
+    if a <= 0.0:
+        for c in range(p):
+            if L.mark[c] != stamp:
+                # (touched coordinates were brought up to date before their step)
+                L.counters[COUNT_CATCHUPS] += _catch_up(cf, st, c, K, A[0], B[0], T, L)
+                for k in range(c * K, c * K + K):
+                    w = cf[k] * a
+                    m = fabs(w) - b
+                    if m > 0:
+                        cf[k] = <floating>(m if w > 0 else -m)
+                    elif m <= 0:
+                        cf[k] = 0
+                    else:
+                        cf[k] = <floating>m  # NaN stays NaN
+        A[0] = 1.0
+        B[0] = 0.0
+    else:
+        A[0] = A[0] * a
+        B[0] = a * B[0] + b
+        if A[0] >= RESCALE_BELOW:
+            return
+        for c in range(p):
+            if L.mark[c] != stamp:
+                L.counters[COUNT_CATCHUPS] += _catch_up(cf, st, c, K, A[0], B[0], T + 1.0, L)
+        A[0] = 1.0
+        B[0] = 0.0
+    for c in range(p):
+        L.last[c] = T + 1.0
+        L.a[c] = 1.0
+        L.b[c] = 0.0
+
+
+cdef inline void _prefetch_csr_sample(const floating[:] data, const index_t[:] indices,
+                                      const ptr_t[:] indptr, const floating[:, :] y, const floating[:] sw,
+                                      const int64_t[:] order, Py_ssize_t j) noexcept nogil:
+    """Ask for what sample ``order[j + PREFETCH_AHEAD]`` will read: its row's values and
+    column indices, its target and weight; and for the row pointers of the sample after it
+    (reading them here would otherwise miss in cache)."""
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t i, lo, hi
+    if j + 2 * PREFETCH_AHEAD < n_steps:
+        FASTGD_PREFETCH(&indptr[order[j + 2 * PREFETCH_AHEAD]])
+    if j + PREFETCH_AHEAD < n_steps:
+        i = order[j + PREFETCH_AHEAD]
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        if hi > lo:
+            _prefetch(<const char*>&data[lo], (hi - lo) * data.strides[0])
+            _prefetch(<const char*>&indices[lo], (hi - lo) * indices.strides[0])
+        FASTGD_PREFETCH(&y[i, 0])
+        FASTGD_PREFETCH(&sw[i])
+
+
+cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
+                              const floating[:, :] y, const floating[:] sw, const int64_t[:] order,
+                              floating* w, Py_ssize_t p, int64_t[:] t, const Params* P, floating* z,
+                              floating* dz, const Lazy* L, double* loss_sum) noexcept nogil:
+    """Per-sample plain SGD with one output on canonical CSR rows, exact and lazy: each
+    coordinate of the row is caught up inside the dot product, then stepped in full (the
+    arithmetic of the dense path) and its snapshot recorded after the step."""
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t ystride = y.strides[1]
+    cdef Py_ssize_t j, i, lo, hi, ptr, c
+    cdef int64_t step = t[0]
+    cdef double A = 1.0
+    cdef double B = 0.0
+    cdef double T, ratio, wc, lr, a, b, loss
+    cdef floating acc, cg, ad, bd, v
+    for j in range(n_steps):
+        _prefetch_csr_sample(data, indices, indptr, y, sw, order, j)
+        i = order[j]
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        T = <double>step
+        acc = w[p]
+        for ptr in range(lo, hi):
+            c = indices[ptr]
+            v = w[c]
+            if L.last[c] != T:
+                # written without data-dependent branches (the signs of the weights are
+                # unpredictable); equal to max(|w| r - s, 0) with w's sign, +0 when it vanishes
+                ratio = A / L.a[c]
+                wc = fabs(v) * ratio - (B - ratio * L.b[c])
+                wc = wc if wc > 0 else 0.0
+                v = <floating>(wc if v > 0 else 0.0 - wc)
+                w[c] = v
+            acc = acc + data[ptr] * v
+        L.counters[COUNT_CATCHUPS] += hi - lo
+        z[0] = acc
+        loss = sw[i] * _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, 1)
+        loss_sum[0] += loss
+        if not isfinite(loss):
+            return STATUS_NONFINITE
+        lr = _learning_rate(P, step)
+        cg = <floating>(lr * dz[0] * sw[i])
+        a = 1.0 - lr * P.l2
+        b = lr * P.l1
+        ad = <floating>a
+        bd = <floating>b
+        for ptr in range(lo, hi):
+            c = indices[ptr]
+            v = ad * w[c] - cg * data[ptr]
+            if b > 0:
+                if v > bd:
+                    v = v - bd
+                elif v < -bd:
+                    v = v + bd
+                else:
+                    v = 0
+            w[c] = v
+            L.mark[c] = j + 1
+        w[p] = w[p] - cg
+        L.counters[COUNT_UPDATES] += hi - lo + 1
+        _advance_map(w, <floating*>NULL, p, 1, &A, &B, T, a, b, j + 1, L)
+        for ptr in range(lo, hi):
+            c = indices[ptr]
+            L.last[c] = T + 1.0
+            L.a[c] = A
+            L.b[c] = B
+        step += 1
+        t[0] = step
+    T = <double>step
+    for c in range(p):
+        if L.last[c] != T:
+            ratio = A / L.a[c]
+            wc = fabs(w[c]) * ratio - (B - ratio * L.b[c])
+            if wc > 0:
+                w[c] = <floating>(wc if w[c] > 0 else -wc)
+            else:
+                w[c] = 0
+            L.counters[COUNT_CATCHUPS] += 1
+    return STATUS_OK
+
+
+cdef int _check_step_args(Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2, const Params* P, Py_ssize_t p1,
+                          Py_ssize_t K, Py_ssize_t batch_size, Py_ssize_t t_len) except -1:
+    if s0 < _n_slots(P) or (s0 > 0 and (s1 != p1 or s2 != K)):
+        raise ValueError(f"state has shape ({s0}, {s1}, {s2}); the optimizer needs "
+                         f"({_n_slots(P)}, {p1}, {K})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if t_len < 1:
+        raise ValueError("t must have one element")
+    return 0
+
+
+def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
+              Py_ssize_t n_features, const floating[:, :] y, const floating[:] sw,
+              const int64_t[:] order, floating[:, ::1] coef, floating[:, :, ::1] state,
+              int64_t[:] t, const int64_t[:] codes, const double[:] hp, Py_ssize_t batch_size,
+              floating[:, ::1] grad, floating[:, ::1] work, double[:, ::1] lazy_work,
+              int64_t[:, ::1] index_work, int64_t[::1] counters):
+    """One epoch on CSR parts (the contract of :mod:`fastgd._contract`): the mathematics of
+    the dense epoch at O(nnz) per step where :func:`sparse_mode` allows it. ``indices`` and
+    ``indptr`` may each be int32 or int64. Rows must be canonical (no duplicate column in a
+    row; the estimators ensure it). Returns ``(status, loss_sum)``."""
+    cdef Params P
+    cdef Lazy L
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t p1 = coef.shape[0]
+    cdef Py_ssize_t K = coef.shape[1]
+    cdef Py_ssize_t p = p1 - 1
+    cdef Py_ssize_t n = p1 * K
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t ystride = y.strides[1]
+    cdef Py_ssize_t start, end, j, i, ptr, lo, hi, c, k, q, nt, r
+    cdef int64_t step, stamp
+    cdef int mode
+    cdef int status = STATUS_OK
+    cdef double loss_sum = 0.0
+    cdef double batch_loss, loss, inv_b, lr, a, T
+    cdef double A = 1.0
+    cdef double B = 0.0
+    cdef floating x, s
+    cdef floating* cf = &coef[0, 0]
+    cdef floating* g = &grad[0, 0]
+    cdef floating* z = &work[0, 0]
+    cdef floating* dz = &work[1, 0]
+    cdef floating* st = NULL
+    cdef int64_t* rows
+    _check_params(codes.shape[0], hp.shape[0])
+    _read_params(&P, codes, hp)
+    if n_rows < 0:
+        raise ValueError("indptr must have at least one element")
+    _check_layout(n_rows, n_features, y.shape[0], y.shape[1], sw.shape[0], p1, K,
+                  grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], P.loss)
+    if indices.shape[0] != data.shape[0] or indptr[n_rows] > data.shape[0]:
+        raise ValueError(f"inconsistent CSR parts: {data.shape[0]} values, {indices.shape[0]} "
+                         f"indices, indptr ends at {indptr[n_rows]}")
+    if lazy_work.shape[0] < LAZY_ROWS or lazy_work.shape[1] < p:
+        raise ValueError(f"lazy_work has shape ({lazy_work.shape[0]}, {lazy_work.shape[1]}); "
+                         f"need ({LAZY_ROWS}, {p})")
+    if index_work.shape[0] < 2 or index_work.shape[1] < p + 1:
+        raise ValueError(f"index_work has shape ({index_work.shape[0]}, {index_work.shape[1]}); "
+                         f"need (2, {p + 1})")
+    if counters.shape[0] < N_COUNTERS:
+        raise ValueError(f"counters has {counters.shape[0]} entries; need {N_COUNTERS}")
+    _check_step_args(state.shape[0], state.shape[1], state.shape[2], &P, p1, K, batch_size, t.shape[0])
+    if state.shape[0] > 0:
+        st = &state[0, 0, 0]
+    L.last = &lazy_work[0, 0]
+    L.a = &lazy_work[1, 0]
+    L.b = &lazy_work[2, 0]
+    L.mark = &index_work[0, 0]
+    L.counters = &counters[0]
+    L.rmsprop = P.opt == OPT_RMSPROP
+    L.rho = P.rho
+    rows = &index_work[1, 0]
+    mode = _sparse_mode(&P)
+    with nogil:
+        for q in range(n):
+            g[q] = 0
+        step = t[0]
+        for c in range(p):
+            L.last[c] = <double>step
+            L.a[c] = 1.0
+            L.b[c] = 0.0
+            L.mark[c] = -1
+        if batch_size == 1 and K == 1 and P.opt == OPT_SGD and P.momentum == 0 and P.clip == 0:
+            status = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, cf, p, t, &P, z, dz, &L,
+                                          &loss_sum)
+            if status == STATUS_OK and not _all_finite(cf, n):
+                status = STATUS_NONFINITE
+        else:
+            start = 0
+            while start < n_steps:
+                end = start + batch_size
+                if end > n_steps:
+                    end = n_steps
+                stamp = step + 1
+                T = <double>step
+                # the batch's touched coordinates (each once), brought up to date
+                nt = 0
+                for j in range(start, end):
+                    i = order[j]
+                    for ptr in range(indptr[i], indptr[i + 1]):
+                        c = indices[ptr]
+                        if L.mark[c] != stamp:
+                            L.mark[c] = stamp
+                            rows[nt] = c
+                            nt += 1
+                            if mode == SPARSE_LAZY_EXACT:
+                                L.counters[COUNT_CATCHUPS] += _catch_up(cf, st, c, K, A, B, T, &L)
+                batch_loss = 0.0
+                for j in range(start, end):
+                    _prefetch_csr_sample(data, indices, indptr, y, sw, order, j)
+                    i = order[j]
+                    lo = indptr[i]
+                    hi = indptr[i + 1]
+                    for k in range(K):
+                        z[k] = cf[p * K + k]
+                    for ptr in range(lo, hi):
+                        c = indices[ptr]
+                        x = data[ptr]
+                        for k in range(K):
+                            z[k] = z[k] + x * cf[c * K + k]
+                    loss = _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, K)
+                    s = sw[i]
+                    batch_loss += s * loss
+                    for k in range(K):
+                        dz[k] = dz[k] * s
+                    for ptr in range(lo, hi):
+                        c = indices[ptr]
+                        x = data[ptr]
+                        for k in range(K):
+                            g[c * K + k] = g[c * K + k] + x * dz[k]
+                    for k in range(K):
+                        g[p * K + k] = g[p * K + k] + dz[k]
+                loss_sum += batch_loss
+                if not isfinite(batch_loss):
+                    status = STATUS_NONFINITE
+                    break
+                rows[nt] = p
+                inv_b = 1.0 / <double>(end - start)
+                if mode == SPARSE_DENSE:
+                    _apply_step(cf, g, st, p * K, n, &P, step, inv_b)
+                    L.counters[COUNT_UPDATES] += p1
+                else:
+                    lr = _apply_step_rows(cf, g, st, n, p, K, rows, nt + 1, &P, step, inv_b)
+                    L.counters[COUNT_UPDATES] += nt + 1
+                    if mode == SPARSE_LAZY_EXACT:
+                        a = 1.0 - lr * P.l2 if P.opt == OPT_SGD else 1.0
+                        _advance_map(cf, st, p, K, &A, &B, T, a, lr * P.l1, stamp, &L)
+                        for q in range(nt):
+                            c = rows[q]
+                            L.last[c] = T + 1.0
+                            L.a[c] = A
+                            L.b[c] = B
+                step += 1
+                t[0] = step
+                for q in range(nt + 1):
+                    r = rows[q]
+                    for k in range(r * K, r * K + K):
+                        g[k] = 0
+                start = end
+            if status == STATUS_OK:
+                if mode == SPARSE_LAZY_EXACT:
+                    _catch_up_all(cf, st, p, K, A, B, <double>step, &L)
+                if not _all_finite(cf, n):
+                    status = STATUS_NONFINITE
+    return status, loss_sum
