@@ -242,18 +242,11 @@ def test_lazy_map_rescaling_and_sign_flipping_shrink(backend, batch_size, lr_l2)
     assert_allclose(csr.coef_, dense.coef_, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", [
-    "numpy", "cython",
-    pytest.param("numba", marks=pytest.mark.xfail(
-        reason="Numba's fused per-sample path catches the row's coordinates up twice on the first "
-               "sign-flipping step (lr * l2 >= 1) after shrinking ones", strict=False)),
-])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_shrink_map_turning_sign_flipping_within_an_epoch(backend):
     # A warm-up raises lr * l2 from 5/6 to 5/3 on the second step: the first step's shrink map
     # is deferred for feature 1, the second one flips signs and brings everything up to date
     # while stepping feature 1 (stale since the start of the epoch).
-    if backend == "cython" and not available("cython"):
-        pytest.skip("the Cython backend is not built")
     X = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
     y = np.ones((3, 1))
     codes = np.zeros(C.N_CODES, np.int64)

@@ -736,9 +736,15 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
         if a > 0.0 and A * a >= _RESCALE_BELOW:
             A *= a
             B = a * B + b
-        else:  # rare: mark the row's coordinates (already stepped) and let _advance_map decide
+        else:  # rare: the row's coordinates were caught up to T (in the dot product) and
+            # stepped; record that and mark them, so _advance_map neither catches them up again
+            # nor applies this step's map to them twice.
             for ptr in range(lo, hi):
-                mark[indices[ptr]] = j + 1
+                c = indices[ptr]
+                mark[c] = j + 1
+                lazy_work[0, c] = T
+                lazy_work[1, c] = A
+                lazy_work[2, c] = B
             A, B = _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, j + 1, False, 0.0, counters)
         for ptr in range(lo, hi):
             c = indices[ptr]
