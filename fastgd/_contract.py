@@ -3,8 +3,8 @@
 A kernel trains one epoch in one call and sees only arrays and scalars:
 
 ``epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)``
-``epoch_csr(data, indices, indptr, y, sw, order, coef, state, t, codes, hp, batch_size,
-grad, work)``
+``epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp,
+batch_size, grad, work, lazy_work, index_work, counters)`` (the CSR buffers: see below)
 
 and returns ``(status, loss_sum)``. The arrays are
 
@@ -114,9 +114,11 @@ CHUNKED_MIN_WORK = 1 << 17
 # --- sparse (CSR) epochs -------------------------------------------------------------------
 # ``epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp,
 # batch_size, grad, work, lazy_work, index_work, counters)`` adds three buffers:
-#   lazy_work   (LAZY_ROWS, p), float64: per coordinate, the step it was last brought up to
-#               date and the cumulative shrink map (A, B) at that step (see below);
-#   index_work  (2, p), int64: row 0 a "touched in batch #" stamp, row 1 the touched list;
+#   lazy_work   (p, LAZY_FIELDS), float64: per coordinate, the step it was last brought up to
+#               date and the cumulative shrink map (A, B) at that step (see below); a
+#               coordinate's fields are adjacent, so a catch-up costs one cache miss;
+#   index_work  (2, p + 1), int64: row 0 a "touched by step #" stamp per coordinate, row 1
+#               the list of rows a batch touches (the intercept row p last);
 #   counters    (N_COUNTERS,), int64: work done, accumulated (for tests of O(nnz) cost).
 # Between steps, a coordinate that no sample of the batch touches receives only the
 # penalty / optimizer decay. Where that has a closed form, the kernel defers it and catches
@@ -129,7 +131,7 @@ CHUNKED_MIN_WORK = 1 << 17
 # every coordinate every step (O(p) per step). With codes[C_LAZY] = 1 those optimizers instead
 # update only the coordinates the batch touches (and the intercept): a documented
 # approximation (untouched coordinates keep their value and optimizer state unchanged).
-LAZY_ROWS = 3  # last step, A at that step, B at that step
+LAZY_FIELDS = 3  # last step, A at that step, B at that step
 COUNT_UPDATES = 0  # coordinate rows updated by an optimizer step
 COUNT_CATCHUPS = 1  # coordinate rows brought up to date lazily
 N_COUNTERS = 2

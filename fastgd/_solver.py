@@ -63,7 +63,7 @@ class Problem:
         if not sp.issparse(self.X):
             return None
         p = self.X.shape[1]
-        return (np.zeros((C.LAZY_ROWS, p)), np.zeros((2, p + 1), dtype=np.int64),
+        return (np.zeros((p, C.LAZY_FIELDS)), np.zeros((2, p + 1), dtype=np.int64),
                 np.zeros(C.N_COUNTERS, dtype=np.int64))
 
     def chunked_buffers(self, backend, batch_size, coef):

@@ -200,7 +200,7 @@ def test_contract_constants_match_contract():
     # (CHUNKED_MIN_WORK is the driver's threshold; no kernel uses it.)
     every = {name for name in dir(C) if isinstance(getattr(C, name), int) and name.isupper()}
     assert set(got) == every - {"CHUNKED_MIN_WORK"}
-    assert {"C_LAZY", "LAZY_ROWS", "COUNT_UPDATES", "COUNT_CATCHUPS", "N_COUNTERS", "SPARSE_DENSE",
+    assert {"C_LAZY", "LAZY_FIELDS", "COUNT_UPDATES", "COUNT_CATCHUPS", "N_COUNTERS", "SPARSE_DENSE",
             "SPARSE_LAZY_EXACT", "SPARSE_LAZY_APPROX", "N_CHUNKS"} <= set(got)
     assert cy.contract_constants is _kernels.contract_constants
 
@@ -388,7 +388,7 @@ def run_csr_epochs(backend, Xs, y, sw, orders, coef0, optimizer, codes, hp, batc
         status, loss_sum = backend.epoch_csr(
             Xs.data, indices, indptr, p, y, sw, order, coef, state, t, codes, hp, batch_size,
             np.empty_like(coef), np.zeros((C.WORK_ROWS, coef.shape[1]), coef.dtype),
-            np.zeros((C.LAZY_ROWS, p)), np.zeros((2, p + 1), dtype=np.int64), counters)
+            np.zeros((p, C.LAZY_FIELDS)), np.zeros((2, p + 1), dtype=np.int64), counters)
         assert status == C.STATUS_OK
         losses.append(loss_sum)
     return coef, state, int(t[0]), np.array(losses), counters
@@ -465,7 +465,7 @@ def test_epoch_csr_nonfinite_status():
         t = np.zeros(1, np.int64)
         status, loss = cy.epoch_csr(bad.data, bad.indices, bad.indptr, p, y, sw, orders[0], coef,
                                     get_optimizer(optimizer).init_state(coef.shape, coef.dtype), t, codes, hp, b,
-                                    np.empty_like(coef), np.zeros((C.WORK_ROWS, 1)), np.zeros((C.LAZY_ROWS, p)),
+                                    np.empty_like(coef), np.zeros((C.WORK_ROWS, 1)), np.zeros((p, C.LAZY_FIELDS)),
                                     np.zeros((2, p + 1), np.int64), np.zeros(C.N_COUNTERS, np.int64))
         assert status == C.STATUS_NONFINITE and not np.isfinite(loss)
         assert t[0] == 0
@@ -480,7 +480,7 @@ def test_epoch_csr_bad_buffers_are_refused():
         kw = dict(data=Xs.data, indices=Xs.indices, indptr=Xs.indptr, n_features=p, y=y, sw=sw,
                   order=orders[0], coef=coef.copy(), state=np.zeros((2,) + coef.shape), t=np.zeros(1, np.int64),
                   codes=codes, hp=hp, batch_size=4, grad=np.empty_like(coef), work=np.zeros((C.WORK_ROWS, 1)),
-                  lazy_work=np.zeros((C.LAZY_ROWS, p)), index_work=np.zeros((2, p + 1), np.int64),
+                  lazy_work=np.zeros((p, C.LAZY_FIELDS)), index_work=np.zeros((2, p + 1), np.int64),
                   counters=np.zeros(C.N_COUNTERS, np.int64))
         kw.update(over)
         return cy.epoch_csr(*kw.values())
@@ -493,7 +493,7 @@ def test_epoch_csr_bad_buffers_are_refused():
     with pytest.raises(ValueError, match="CSR"):
         call(indices=Xs.indices[:-1])
     with pytest.raises(ValueError, match="lazy_work"):
-        call(lazy_work=np.zeros((C.LAZY_ROWS - 1, p)))
+        call(lazy_work=np.zeros((p, C.LAZY_FIELDS - 1)))
     with pytest.raises(ValueError, match="index_work"):
         call(index_work=np.zeros((2, p), np.int64))
     with pytest.raises(ValueError, match="counters"):

@@ -124,7 +124,7 @@ def test_per_sample_work_scales_with_nnz(backend, optimizer, lazy):
     status, loss = get_backend(backend).epoch_csr(
         X.data, X.indices, X.indptr, p, a["y"], np.ones(n), order, a["coef"], a["state"],
         np.zeros(1, dtype=np.int64), a["codes"], a["hp"], 1, np.zeros_like(a["coef"]),
-        np.zeros((C.WORK_ROWS, 1)), np.zeros((C.LAZY_ROWS, p)), np.zeros((2, p + 1), dtype=np.int64), counters)
+        np.zeros((C.WORK_ROWS, 1)), np.zeros((p, C.LAZY_FIELDS)), np.zeros((2, p + 1), dtype=np.int64), counters)
     assert status == C.STATUS_OK and np.isfinite(loss)
     # Each step updates the row's coordinates and the intercept; a dense step would touch all
     # p + 1 = 1,000,001 of them (2e9 updates for the epoch).
@@ -146,7 +146,7 @@ def test_exact_dense_path_does_touch_every_coordinate(backend):
     get_backend(backend).epoch_csr(
         X.data, X.indices, X.indptr, p, a["y"], np.ones(n), np.arange(n, dtype=np.int64), a["coef"],
         a["state"], np.zeros(1, dtype=np.int64), a["codes"], a["hp"], 1, np.zeros_like(a["coef"]),
-        np.zeros((C.WORK_ROWS, 1)), np.zeros((C.LAZY_ROWS, p)), np.zeros((2, p + 1), dtype=np.int64), counters)
+        np.zeros((C.WORK_ROWS, 1)), np.zeros((p, C.LAZY_FIELDS)), np.zeros((2, p + 1), dtype=np.int64), counters)
     assert counters[C.COUNT_UPDATES] == n * (p + 1)
 
 
@@ -256,7 +256,7 @@ def test_shrink_map_turning_sign_flipping_within_an_epoch(backend):
     get_backend(backend).epoch_csr(
         X.data, X.indices, X.indptr, 2, y, np.ones(3), np.arange(3, dtype=np.int64), coef, np.zeros((0, 3, 1)),
         np.zeros(1, np.int64), codes, hp, 1, np.zeros_like(coef), np.zeros((C.WORK_ROWS, 1)),
-        np.zeros((C.LAZY_ROWS, 2)), np.zeros((2, 3), np.int64), np.zeros(C.N_COUNTERS, np.int64))
+        np.zeros((2, C.LAZY_FIELDS)), np.zeros((2, 3), np.int64), np.zeros(C.N_COUNTERS, np.int64))
     dense = np.zeros((3, 1))
     get_backend("numpy").epoch_dense(X.toarray(), y, np.ones(3), np.arange(3, dtype=np.int64), dense,
                                      np.zeros((0, 3, 1)), np.zeros(1, np.int64), codes, hp, 1,

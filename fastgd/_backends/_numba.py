@@ -619,11 +619,11 @@ def _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho):
     """Apply to coordinate ``c`` the deferred per-step maps since it was last up to date:
     ``|w| <- max((A / A_u) * |w| - (B - (A / A_u) * B_u), 0)``; RMSprop's accumulator decays by
     ``rho`` per missed step. Returns 1 if anything was applied."""
-    u = lazy_work[0, c]
+    u = lazy_work[c, 0]
     if u == T:
         return 0
-    ratio = A / lazy_work[1, c]
-    shift = B - ratio * lazy_work[2, c]
+    ratio = A / lazy_work[c, 1]
+    shift = B - ratio * lazy_work[c, 2]
     for k in range(coef.shape[1]):
         w = coef[c, k]
         aw = abs(w) * ratio - shift
@@ -635,9 +635,9 @@ def _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho):
         f = rho ** (T - u)
         for k in range(coef.shape[1]):
             state[0, c, k] *= f
-    lazy_work[0, c] = T
-    lazy_work[1, c] = A
-    lazy_work[2, c] = B
+    lazy_work[c, 0] = T
+    lazy_work[c, 1] = A
+    lazy_work[c, 2] = B
     return 1
 
 
@@ -677,9 +677,9 @@ def _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, stamp, rmsprop, rh
                 counters[_COUNT_CATCHUPS] += _catch_up(coef, state, c, A, B, T + 1.0, lazy_work, rmsprop, rho)
         A, B = 1.0, 0.0
     for c in range(p):
-        lazy_work[0, c] = T + 1.0
-        lazy_work[1, c] = 1.0
-        lazy_work[2, c] = 0.0
+        lazy_work[c, 0] = T + 1.0
+        lazy_work[c, 1] = 1.0
+        lazy_work[c, 2] = 0.0
     return A, B
 
 
@@ -707,10 +707,10 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
         acc = w[p]
         for ptr in range(lo, hi):
             c = indices[ptr]
-            u = lazy_work[0, c]
+            u = lazy_work[c, 0]
             if u != T:
-                ratio = A / lazy_work[1, c]
-                wc = abs(w[c]) * ratio - (B - ratio * lazy_work[2, c])
+                ratio = A / lazy_work[c, 1]
+                wc = abs(w[c]) * ratio - (B - ratio * lazy_work[c, 2])
                 w[c] = (wc if w[c] > 0 else -wc) if wc > 0 else 0.0
             acc += data[ptr] * w[c]
         counters[_COUNT_CATCHUPS] += hi - lo
@@ -742,21 +742,21 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
             for ptr in range(lo, hi):
                 c = indices[ptr]
                 mark[c] = j + 1
-                lazy_work[0, c] = T
-                lazy_work[1, c] = A
-                lazy_work[2, c] = B
+                lazy_work[c, 0] = T
+                lazy_work[c, 1] = A
+                lazy_work[c, 2] = B
             A, B = _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, j + 1, False, 0.0, counters)
         for ptr in range(lo, hi):
             c = indices[ptr]
-            lazy_work[0, c] = T + 1.0
-            lazy_work[1, c] = A
-            lazy_work[2, c] = B
+            lazy_work[c, 0] = T + 1.0
+            lazy_work[c, 1] = A
+            lazy_work[c, 2] = B
         t[0] += 1
     for c in range(p):
-        u = lazy_work[0, c]
+        u = lazy_work[c, 0]
         if u != float(t[0]):
-            ratio = A / lazy_work[1, c]
-            wc = abs(w[c]) * ratio - (B - ratio * lazy_work[2, c])
+            ratio = A / lazy_work[c, 1]
+            wc = abs(w[c]) * ratio - (B - ratio * lazy_work[c, 2])
             w[c] = (wc if w[c] > 0 else -wc) if wc > 0 else 0.0
             counters[_COUNT_CATCHUPS] += 1
     return _OK, loss_sum
@@ -784,9 +784,9 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
 def _start_lazy_epoch(coef, t, lazy_work, mark):
     """Every coordinate starts the epoch up to date: snapshot (t, A = 1, B = 0), unmarked."""
     for c in range(coef.shape[0] - 1):
-        lazy_work[0, c] = t[0]
-        lazy_work[1, c] = 1.0
-        lazy_work[2, c] = 0.0
+        lazy_work[c, 0] = t[0]
+        lazy_work[c, 1] = 1.0
+        lazy_work[c, 2] = 0.0
         mark[c] = -1
 
 
@@ -865,9 +865,9 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
                 A, B = _advance_map(coef, state, A, B, T, a, lr * l1, lazy_work, mark, stamp, rmsprop, rho, counters)
                 for q in range(nt):
                     c = rows[q]
-                    lazy_work[0, c] = T + 1.0
-                    lazy_work[1, c] = A
-                    lazy_work[2, c] = B
+                    lazy_work[c, 0] = T + 1.0
+                    lazy_work[c, 1] = A
+                    lazy_work[c, 2] = B
         for q in range(nt + 1):
             for k in range(K):
                 grad[rows[q], k] = 0.0

@@ -110,7 +110,7 @@ cdef enum:
 
     N_CHUNKS = 8
 
-    LAZY_ROWS = 3
+    LAZY_FIELDS = 3
     COUNT_UPDATES = 0
     COUNT_CATCHUPS = 1
     N_COUNTERS = 2
@@ -140,7 +140,7 @@ def contract_constants():
         "H_LR_MIN": H_LR_MIN, "H_WARMUP": H_WARMUP, "H_EPOCH": H_EPOCH, "N_HP": N_HP,
         "STATUS_OK": STATUS_OK, "STATUS_NONFINITE": STATUS_NONFINITE,
         "WORK_ROWS": WORK_ROWS, "N_CHUNKS": N_CHUNKS,
-        "LAZY_ROWS": LAZY_ROWS, "COUNT_UPDATES": COUNT_UPDATES, "COUNT_CATCHUPS": COUNT_CATCHUPS,
+        "LAZY_FIELDS": LAZY_FIELDS, "COUNT_UPDATES": COUNT_UPDATES, "COUNT_CATCHUPS": COUNT_CATCHUPS,
         "N_COUNTERS": N_COUNTERS, "SPARSE_DENSE": SPARSE_DENSE,
         "SPARSE_LAZY_EXACT": SPARSE_LAZY_EXACT, "SPARSE_LAZY_APPROX": SPARSE_LAZY_APPROX,
     }
@@ -874,9 +874,11 @@ cdef double RESCALE_BELOW = 1e-100  # bring everything up to date before A under
 
 
 cdef struct Lazy:
-    double* last  # lazy_work[0]: the step each coordinate was last brought up to date
-    double* a  # lazy_work[1]: A at that step
-    double* b  # lazy_work[2]: B at that step
+    # lazy_work is (p, LAZY_FIELDS): a coordinate's three fields share a cache line; each
+    # pointer below starts at its field and steps by LAZY_FIELDS.
+    double* last  # lazy_work[:, 0]: the step each coordinate was last brought up to date
+    double* a  # lazy_work[:, 1]: A at that step
+    double* b  # lazy_work[:, 2]: B at that step
     int64_t* mark  # index_work[0]: "touched by the step with this stamp"
     int64_t* counters
     bint rmsprop  # the accumulator decays by rho per missed step
@@ -903,13 +905,13 @@ cdef inline int _catch_up(floating* cf, floating* st, Py_ssize_t c, Py_ssize_t K
     """Apply to coordinate row ``c`` the deferred maps since it was last up to date:
     ``|w| <- max((A / A_u) |w| - (B - (A / A_u) B_u), 0)``; RMSprop's accumulator (slot 0 at
     ``st``) decays by ``rho`` per missed step. Returns 1 if anything was applied."""
-    cdef double u = L.last[c]
+    cdef double u = L.last[LAZY_FIELDS * c]
     cdef double ratio, shift, w, aw, f
     cdef Py_ssize_t k
     if u == T:
         return 0
-    ratio = A / L.a[c]
-    shift = B - ratio * L.b[c]
+    ratio = A / L.a[LAZY_FIELDS * c]
+    shift = B - ratio * L.b[LAZY_FIELDS * c]
     for k in range(c * K, c * K + K):
         w = cf[k]
         aw = fabs(w) * ratio - shift
@@ -921,9 +923,9 @@ cdef inline int _catch_up(floating* cf, floating* st, Py_ssize_t c, Py_ssize_t K
         f = pow(L.rho, T - u)
         for k in range(c * K, c * K + K):
             st[k] = <floating>(st[k] * f)
-    L.last[c] = T
-    L.a[c] = A
-    L.b[c] = B
+    L.last[LAZY_FIELDS * c] = T
+    L.a[LAZY_FIELDS * c] = A
+    L.b[LAZY_FIELDS * c] = B
     return 1
 
 
@@ -973,9 +975,9 @@ cdef void _advance_map(floating* cf, floating* st, Py_ssize_t p, Py_ssize_t K, d
         A[0] = 1.0
         B[0] = 0.0
     for c in range(p):
-        L.last[c] = T + 1.0
-        L.a[c] = 1.0
-        L.b[c] = 0.0
+        L.last[LAZY_FIELDS * c] = T + 1.0
+        L.a[LAZY_FIELDS * c] = 1.0
+        L.b[LAZY_FIELDS * c] = 0.0
 
 
 cdef inline void _prefetch_csr_sample(const floating[:] data, const index_t[:] indices,
@@ -1024,11 +1026,11 @@ cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, 
         for ptr in range(lo, hi):
             c = indices[ptr]
             v = w[c]
-            if L.last[c] != T:
+            if L.last[LAZY_FIELDS * c] != T:
                 # written without data-dependent branches (the signs of the weights are
                 # unpredictable); equal to max(|w| r - s, 0) with w's sign, +0 when it vanishes
-                ratio = A / L.a[c]
-                wc = fabs(v) * ratio - (B - ratio * L.b[c])
+                ratio = A / L.a[LAZY_FIELDS * c]
+                wc = fabs(v) * ratio - (B - ratio * L.b[LAZY_FIELDS * c])
                 wc = wc if wc > 0 else 0.0
                 v = <floating>(wc if v > 0 else 0.0 - wc)
                 w[c] = v
@@ -1062,16 +1064,16 @@ cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, 
         _advance_map(w, <floating*>NULL, p, 1, &A, &B, T, a, b, j + 1, L)
         for ptr in range(lo, hi):
             c = indices[ptr]
-            L.last[c] = T + 1.0
-            L.a[c] = A
-            L.b[c] = B
+            L.last[LAZY_FIELDS * c] = T + 1.0
+            L.a[LAZY_FIELDS * c] = A
+            L.b[LAZY_FIELDS * c] = B
         step += 1
         t[0] = step
     T = <double>step
     for c in range(p):
-        if L.last[c] != T:
-            ratio = A / L.a[c]
-            wc = fabs(w[c]) * ratio - (B - ratio * L.b[c])
+        if L.last[LAZY_FIELDS * c] != T:
+            ratio = A / L.a[LAZY_FIELDS * c]
+            wc = fabs(w[c]) * ratio - (B - ratio * L.b[LAZY_FIELDS * c])
             if wc > 0:
                 w[c] = <floating>(wc if w[c] > 0 else -wc)
             else:
@@ -1135,9 +1137,9 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     if indices.shape[0] != data.shape[0] or indptr[n_rows] > data.shape[0]:
         raise ValueError(f"inconsistent CSR parts: {data.shape[0]} values, {indices.shape[0]} "
                          f"indices, indptr ends at {indptr[n_rows]}")
-    if lazy_work.shape[0] < LAZY_ROWS or lazy_work.shape[1] < p:
+    if lazy_work.shape[0] < p or lazy_work.shape[1] != LAZY_FIELDS:
         raise ValueError(f"lazy_work has shape ({lazy_work.shape[0]}, {lazy_work.shape[1]}); "
-                         f"need ({LAZY_ROWS}, {p})")
+                         f"need ({p}, {LAZY_FIELDS})")
     if index_work.shape[0] < 2 or index_work.shape[1] < p + 1:
         raise ValueError(f"index_work has shape ({index_work.shape[0]}, {index_work.shape[1]}); "
                          f"need (2, {p + 1})")
@@ -1147,8 +1149,8 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     if state.shape[0] > 0:
         st = &state[0, 0, 0]
     L.last = &lazy_work[0, 0]
-    L.a = &lazy_work[1, 0]
-    L.b = &lazy_work[2, 0]
+    L.a = &lazy_work[0, 1]
+    L.b = &lazy_work[0, 2]
     L.mark = &index_work[0, 0]
     L.counters = &counters[0]
     L.rmsprop = P.opt == OPT_RMSPROP
@@ -1160,9 +1162,9 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
             g[q] = 0
         step = t[0]
         for c in range(p):
-            L.last[c] = <double>step
-            L.a[c] = 1.0
-            L.b[c] = 0.0
+            L.last[LAZY_FIELDS * c] = <double>step
+            L.a[LAZY_FIELDS * c] = 1.0
+            L.b[LAZY_FIELDS * c] = 0.0
             L.mark[c] = -1
         if batch_size == 1 and K == 1 and P.opt == OPT_SGD and P.momentum == 0 and P.clip == 0:
             status = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, cf, p, t, &P, z, dz, &L,
@@ -1231,9 +1233,9 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                         _advance_map(cf, st, p, K, &A, &B, T, a, lr * P.l1, stamp, &L)
                         for q in range(nt):
                             c = rows[q]
-                            L.last[c] = T + 1.0
-                            L.a[c] = A
-                            L.b[c] = B
+                            L.last[LAZY_FIELDS * c] = T + 1.0
+                            L.a[LAZY_FIELDS * c] = A
+                            L.b[LAZY_FIELDS * c] = B
                 step += 1
                 t[0] = step
                 for q in range(nt + 1):
