@@ -141,6 +141,20 @@ SPARSE_LAZY_EXACT = 1  # touched coordinates + closed-form catch-up (exact)
 SPARSE_LAZY_APPROX = 2  # touched coordinates only (approximate; opt-in)
 
 
+def plain_sgd_per_sample(codes, hp, batch_size, n_outputs):
+    """True when an epoch takes the fused per-sample plain-SGD kernels (batch size 1, one
+    output, SGD without momentum, no clipping)."""
+    return (batch_size == 1 and n_outputs == 1 and codes[C_OPTIMIZER] == OPT_SGD
+            and hp[H_MOMENTUM] == 0 and hp[H_CLIP] == 0)
+
+
+def csr_needs_lazy_buffers(codes, hp, batch_size, n_outputs):
+    """False when a CSR epoch takes the running-scale kernel (per-sample plain SGD, L2 only),
+    which uses neither ``lazy_work`` nor ``index_work``: the driver then passes empty ones
+    (for a million features that saves 40 MB of zeroed memory per fit)."""
+    return not (plain_sgd_per_sample(codes, hp, batch_size, n_outputs) and hp[H_L1] == 0)
+
+
 def sparse_mode(codes, hp):
     """Which sparse update path the kernels take for these codes / hyper-parameters."""
     opt = codes[C_OPTIMIZER]

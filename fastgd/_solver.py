@@ -58,11 +58,14 @@ class Problem:
     sw: np.ndarray  # (n,), X.dtype, mean 1 over the training indices
     train_idx: np.ndarray  # int64 indices of the samples trained on
 
-    def sparse_buffers(self):
-        """The CSR kernel's scratch: (lazy_work, index_work, counters), or None if dense."""
+    def sparse_buffers(self, codes=None, hp=None, batch_size=None, n_outputs=None):
+        """The CSR kernel's scratch: (lazy_work, index_work, counters), or None if dense.
+        Empty when the kernel's path does not use them (see ``csr_needs_lazy_buffers``)."""
         if not sp.issparse(self.X):
             return None
         p = self.X.shape[1]
+        if codes is not None and not C.csr_needs_lazy_buffers(codes, hp, batch_size, n_outputs):
+            p = 0
         return (np.zeros((p, C.LAZY_FIELDS)), np.zeros((2, p + 1), dtype=np.int64),
                 np.zeros(C.N_COUNTERS, dtype=np.int64))
 
@@ -159,7 +162,7 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
     K = ts.coef.shape[1]
     grad = np.empty_like(ts.coef)
     work = np.zeros((C.WORK_ROWS, K), dtype=ts.coef.dtype)
-    sparse_buffers = problem.sparse_buffers()
+    sparse_buffers = problem.sparse_buffers(codes, hp, s.batch_size, K)
     chunked_buffers = problem.chunked_buffers(backend, s.batch_size, ts.coef)
     # Full-batch GD: the sample order only changes rounding, and data order reads memory
     # sequentially, so no permutation is drawn.

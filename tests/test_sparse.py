@@ -111,11 +111,15 @@ def _kernel_args(est, X, y):
 
 
 @pytest.mark.parametrize("backend", COMPILED)
-@pytest.mark.parametrize("optimizer,lazy", [("sgd", False), ("rmsprop", False), ("adam", True)])
-def test_per_sample_work_scales_with_nnz(backend, optimizer, lazy):
+@pytest.mark.parametrize("optimizer,penalty,lazy", [
+    ("sgd", "l2", False),  # the running-scale kernel
+    ("sgd", "elasticnet", False),  # per-coordinate shrink maps
+    ("rmsprop", "l1", False),  # the general kernel, lazy and exact
+    ("adam", "elasticnet", True),  # the general kernel, lazy approximation
+])
+def test_per_sample_work_scales_with_nnz(backend, optimizer, penalty, lazy):
     n, p, nnz = 2000, 1_000_000, 20
     X, y, _ = make_sparse_classification(n, p, nnz, random_state=0)
-    penalty = "l1" if optimizer == "rmsprop" else "elasticnet"
     est = LogisticRegression(optimizer=optimizer, batch_size=1, penalty=penalty, alpha=1e-4,
                              backend=backend, lazy_updates=lazy)
     a = _kernel_args(est, X, y)

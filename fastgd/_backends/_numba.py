@@ -505,18 +505,13 @@ def _epoch_dense_multi(X, y, sw, order, coef, state, t, codes, hp, batch_size, g
                                 coef.shape[1])
 
 
-def _plain_sgd_per_sample(codes, hp, batch_size, K):
-    return batch_size == 1 and K == 1 and codes[C.C_OPTIMIZER] == C.OPT_SGD and hp[C.H_MOMENTUM] == 0 \
-        and hp[C.H_CLIP] == 0
-
-
 def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
     """One epoch on dense ``X`` (the contract of :mod:`fastgd._contract`).
 
     A Python-level choice, once per epoch, between separately compiled kernels (the fused
     per-sample plain-SGD loop, the single-output and the multi-output batch loops): a fit
     compiles only the kernel it uses, which keeps the first (cold-cache) fit short."""
-    if _plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
+    if C.plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
         status, loss_sum = _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, work[0], work[1])
     elif coef.shape[1] == 1:
         status, loss_sum = _epoch_dense_single(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)
@@ -683,6 +678,69 @@ def _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, stamp, rmsprop, rh
     return A, B
 
 
+_SCALE_BELOW = 1e-9  # fold the running scale into the weights before it loses precision
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters):
+    """Per-sample plain SGD with L2 and no L1, one output, on CSR rows: the closed form of the
+    untouched coordinates' shrinking is a running product, kept as one scalar. During the
+    epoch the weights are ``S * v`` (``v`` stored in ``coef``, the intercept unscaled); a step
+    multiplies ``S`` by ``a = 1 - lr * l2`` and moves only the row's coordinates,
+    ``v_c -= lr * s * dloss * x_c / S``: the same model as the dense step, O(nnz) per step and
+    no per-coordinate bookkeeping (the working set is the weights alone). ``S`` is folded
+    into ``v`` when it falls below 1e-9, at a non-positive ``a``, and at the end of the epoch."""
+    p = coef.shape[0] - 1
+    v = coef.reshape(p + 1)
+    dt = v.dtype.type
+    loss_code = codes[_C_LOSS]
+    l2 = hp[_H_L2]
+    S = 1.0
+    loss_sum = 0.0
+    for j in range(order.shape[0]):
+        _prefetch_csr_row(data, indices, indptr, order, j)
+        i = order[j]
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        acc = dt(0.0)
+        for ptr in range(lo, hi):
+            acc += data[ptr] * v[indices[ptr]]
+        z[0] = S * acc + v[p]
+        loss = sw[i] * sample_loss(loss_code, z, y, i, dz, 1)
+        loss_sum += loss
+        if not np.isfinite(loss):
+            return _NONFINITE, loss_sum
+        lr = learning_rate(codes, hp, t[0])
+        cg = lr * dz[0] * sw[i]
+        a = 1.0 - lr * l2
+        if a <= 0.0:  # lr * l2 >= 1 flips signs: apply the shrink to every weight now
+            f = dt(S * a)
+            for c in range(p):
+                v[c] *= f
+            counters[_COUNT_CATCHUPS] += p
+            S = 1.0
+        else:
+            S *= a
+        step = dt(cg / S)
+        for ptr in range(lo, hi):
+            v[indices[ptr]] -= step * data[ptr]
+        v[p] -= dt(cg)
+        counters[_COUNT_UPDATES] += hi - lo + 1
+        if S < _SCALE_BELOW:
+            f = dt(S)
+            for c in range(p):
+                v[c] *= f
+            counters[_COUNT_CATCHUPS] += p
+            S = 1.0
+        t[0] += 1
+    if S != 1.0:
+        f = dt(S)
+        for c in range(p):
+            v[c] *= f
+        counters[_COUNT_CATCHUPS] += p
+    return _OK, loss_sum
+
+
 @njit(cache=True, nogil=True, fastmath=_FAST)
 def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, codes, hp, z, dz, lazy_work,
                          mark, counters):
@@ -767,12 +825,17 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
     """One epoch on CSR parts (the contract of :mod:`fastgd._contract`): the same mathematics
     as the dense epoch, at O(nnz) per step where :func:`sparse_mode` allows it. Rows must be
     canonical (no duplicate column in a row; the estimators ensure it). As for dense input,
-    the fused per-sample plain-SGD kernel and the general one are compiled separately."""
-    _start_lazy_epoch(coef, t, lazy_work, index_work[0])
-    if _plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
+    the per-sample plain-SGD kernels (L2 only: a running scale; with L1: per-coordinate
+    shrink maps) and the general one are compiled separately."""
+    if not C.csr_needs_lazy_buffers(codes, hp, batch_size, coef.shape[1]):
+        status, loss_sum = _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, hp,
+                                                 work[0], work[1], counters)
+    elif C.plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
+        _start_lazy_epoch(coef, t, lazy_work, index_work[0])
         status, loss_sum = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                                                 work[0], work[1], lazy_work, index_work[0], counters)
     else:
+        _start_lazy_epoch(coef, t, lazy_work, index_work[0])
         status, loss_sum = _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                                               batch_size, grad, work, lazy_work, index_work, counters)
     if status == _OK and not _all_finite(coef):
@@ -877,5 +940,6 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
 
 
 # The compiled entry points (for tests and benchmarks that inspect compilation and caching).
-COMPILED_KERNELS = (_epoch_dense_plain_sgd, _epoch_dense_single, _epoch_dense_multi, _epoch_csr_plain_sgd,
+COMPILED_KERNELS = (_epoch_dense_plain_sgd, _epoch_dense_single, _epoch_dense_multi, _epoch_csr_scaled_sgd,
+                    _epoch_csr_plain_sgd,
                     _epoch_csr_general, _chunked_gradient, epoch_dense_chunked)
