@@ -702,10 +702,18 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
         i = order[j]
         lo = indptr[i]
         hi = indptr[i + 1]
-        acc = dt(0.0)
-        for ptr in range(lo, hi):
-            acc += data[ptr] * v[indices[ptr]]
-        z[0] = S * acc + v[p]
+        # two accumulators: the gathered products are independent, so two add chains hide
+        # the floating-point add latency
+        acc0 = dt(0.0)
+        acc1 = dt(0.0)
+        ptr = lo
+        while ptr + 1 < hi:
+            acc0 += data[ptr] * v[indices[ptr]]
+            acc1 += data[ptr + 1] * v[indices[ptr + 1]]
+            ptr += 2
+        if ptr < hi:
+            acc0 += data[ptr] * v[indices[ptr]]
+        z[0] = S * (acc0 + acc1) + v[p]
         loss = sw[i] * sample_loss(loss_code, z, y, i, dz, 1)
         loss_sum += loss
         if not np.isfinite(loss):

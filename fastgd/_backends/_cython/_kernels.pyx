@@ -1001,6 +1001,72 @@ cdef inline void _prefetch_csr_sample(const floating[:] data, const index_t[:] i
         FASTGD_PREFETCH(&sw[i])
 
 
+cdef double SCALE_BELOW = 1e-9  # fold the running scale into the weights before it loses precision
+
+
+cdef int _epoch_csr_scaled_sgd(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
+                               const floating[:, :] y, const floating[:] sw, const int64_t[:] order,
+                               floating* w, Py_ssize_t p, int64_t[:] t, const Params* P, floating* z,
+                               floating* dz, int64_t* counters, double* loss_sum) noexcept nogil:
+    """Per-sample plain SGD with L2 and no L1, one output, on CSR rows: the untouched
+    coordinates' shrinking is a running product, kept as one scalar ``S``. The weights are
+    ``S * w`` during the epoch (the intercept unscaled); a step multiplies ``S`` by
+    ``a = 1 - lr * l2`` and moves only the row's coordinates by ``lr * s * dloss * x_c / S``.
+    ``S`` is folded into ``w`` below 1e-9, at a non-positive ``a`` and at the end of the epoch
+    (Numba's ``_epoch_csr_scaled_sgd``, the same arithmetic)."""
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t ystride = y.strides[1]
+    cdef Py_ssize_t j, i, lo, hi, ptr, c
+    cdef int64_t step = t[0]
+    cdef double S = 1.0
+    cdef double lr, a, cg, loss
+    cdef floating acc, f, stp
+    for j in range(n_steps):
+        _prefetch_csr_sample(data, indices, indptr, y, sw, order, j)
+        i = order[j]
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        acc = 0
+        for ptr in range(lo, hi):
+            acc = acc + data[ptr] * w[indices[ptr]]
+        z[0] = <floating>(S * acc + w[p])
+        loss = sw[i] * _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, 1)
+        loss_sum[0] += loss
+        if not isfinite(loss):
+            return STATUS_NONFINITE
+        lr = _learning_rate(P, step)
+        cg = lr * dz[0] * sw[i]
+        a = 1.0 - lr * P.l2
+        if a <= 0.0:  # lr * l2 >= 1 flips signs: apply the shrink to every weight now
+            f = <floating>(S * a)
+            for c in range(p):
+                w[c] = w[c] * f
+            counters[COUNT_CATCHUPS] += p
+            S = 1.0
+        else:
+            S = S * a
+        stp = <floating>(cg / S)
+        for ptr in range(lo, hi):
+            c = indices[ptr]
+            w[c] = w[c] - stp * data[ptr]
+        w[p] = w[p] - <floating>cg
+        counters[COUNT_UPDATES] += hi - lo + 1
+        if S < SCALE_BELOW:
+            f = <floating>S
+            for c in range(p):
+                w[c] = w[c] * f
+            counters[COUNT_CATCHUPS] += p
+            S = 1.0
+        step += 1
+        t[0] = step
+    if S != 1.0:
+        f = <floating>S
+        for c in range(p):
+            w[c] = w[c] * f
+        counters[COUNT_CATCHUPS] += p
+    return STATUS_OK
+
+
 cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
                               const floating[:, :] y, const floating[:] sw, const int64_t[:] order,
                               floating* w, Py_ssize_t p, int64_t[:] t, const Params* P, floating* z,
@@ -1128,6 +1194,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     cdef floating* dz = &work[1, 0]
     cdef floating* st = NULL
     cdef int64_t* rows
+    cdef bint scaled
     _check_params(codes.shape[0], hp.shape[0])
     _read_params(&P, codes, hp)
     if n_rows < 0:
@@ -1137,10 +1204,14 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     if indices.shape[0] != data.shape[0] or indptr[n_rows] > data.shape[0]:
         raise ValueError(f"inconsistent CSR parts: {data.shape[0]} values, {indices.shape[0]} "
                          f"indices, indptr ends at {indptr[n_rows]}")
-    if lazy_work.shape[0] < p or lazy_work.shape[1] != LAZY_FIELDS:
+    # per-sample plain SGD with L2 only: the running-scale kernel, which needs no lazy buffers
+    # (fastgd._contract.csr_needs_lazy_buffers)
+    scaled = (batch_size == 1 and K == 1 and P.opt == OPT_SGD and P.momentum == 0 and P.clip == 0
+              and P.l1 == 0)
+    if not scaled and (lazy_work.shape[0] < p or lazy_work.shape[1] != LAZY_FIELDS):
         raise ValueError(f"lazy_work has shape ({lazy_work.shape[0]}, {lazy_work.shape[1]}); "
                          f"need ({p}, {LAZY_FIELDS})")
-    if index_work.shape[0] < 2 or index_work.shape[1] < p + 1:
+    if not scaled and (index_work.shape[0] < 2 or index_work.shape[1] < p + 1):
         raise ValueError(f"index_work has shape ({index_work.shape[0]}, {index_work.shape[1]}); "
                          f"need (2, {p + 1})")
     if counters.shape[0] < N_COUNTERS:
@@ -1148,11 +1219,18 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     _check_step_args(state.shape[0], state.shape[1], state.shape[2], &P, p1, K, batch_size, t.shape[0])
     if state.shape[0] > 0:
         st = &state[0, 0, 0]
+    L.counters = &counters[0]
+    if scaled:
+        with nogil:
+            status = _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, cf, p, t, &P, z, dz,
+                                           L.counters, &loss_sum)
+            if status == STATUS_OK and not _all_finite(cf, n):
+                status = STATUS_NONFINITE
+        return status, loss_sum
     L.last = &lazy_work[0, 0]
     L.a = &lazy_work[0, 1]
     L.b = &lazy_work[0, 2]
     L.mark = &index_work[0, 0]
-    L.counters = &counters[0]
     L.rmsprop = P.opt == OPT_RMSPROP
     L.rho = P.rho
     rows = &index_work[1, 0]
