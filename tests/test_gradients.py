@@ -158,7 +158,7 @@ SOFTMAX_CASES = [
 # Absolute tolerance of a loss value at margins of size 1000: in float32 the margins (and a
 # log-sum-exp near them) carry an ulp of 6.1e-5, so a loss of order 1 obtained by cancelling
 # two such numbers is good to a few ulps of 1000 only.
-VALUE_ATOL = {np.float64: 1e-10, np.float32: 4 * 1000 * np.finfo(np.float32).eps}
+VALUE_ATOL = {np.float64: 1e-10, np.float32: 4 * 1000 * float(np.finfo(np.float32).eps)}  # plain floats: pytest.approx refuses numpy scalars
 
 
 def _margin_problem(Z, labels, code, dtype):
