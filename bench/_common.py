@@ -82,6 +82,9 @@ class KernelRun:
         self.work = np.zeros((C.WORK_ROWS, K), dtype=dtype)
         if self.sparse:
             self._csr_call = _csr_caller(backend, self)
+        # the multi-core kernel where a fit would use it (large batches), as the driver decides
+        problem = Problem(X=X, y=self.y, sw=self.sw, train_idx=np.arange(n, dtype=np.int64))
+        self.chunked = problem.chunked_buffers(backend, self.batch_size, self.coef)
         self.reset()
 
     def reset(self):
@@ -92,6 +95,10 @@ class KernelRun:
     def epoch(self, order):
         if self.sparse:
             return self._csr_call(order)
+        if self.chunked is not None:
+            return self.backend.epoch_dense_chunked(self.X, self.y, self.sw, order, self.coef, self.state, self.t,
+                                                    self.codes, self.hp, self.batch_size, self.grad, self.work,
+                                                    *self.chunked)
         return self.backend.epoch_dense(self.X, self.y, self.sw, order, self.coef, self.state, self.t,
                                         self.codes, self.hp, self.batch_size, self.grad, self.work)
 
