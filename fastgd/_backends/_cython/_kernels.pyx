@@ -591,6 +591,18 @@ cdef enum:
     PREFETCH_AHEAD = 4  # samples ahead whose rows are requested early (a tuning constant)
 
 
+cdef int _check_step_args(Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2, const Params* P, Py_ssize_t p1,
+                          Py_ssize_t K, Py_ssize_t batch_size, Py_ssize_t t_len) except -1:
+    if s0 < _n_slots(P) or (s0 > 0 and (s1 != p1 or s2 != K)):
+        raise ValueError(f"state has shape ({s0}, {s1}, {s2}); the optimizer needs "
+                         f"({_n_slots(P)}, {p1}, {K})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if t_len < 1:
+        raise ValueError("t must have one element")
+    return 0
+
+
 # --- the kernels ----------------------------------------------------------------------------
 def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating[:] sw,
                 const int64_t[:] order, floating[:, ::1] coef, floating[:, :, ::1] state,
@@ -621,13 +633,7 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
     _read_params(&P, codes, hp)
     _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
                   grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], P.loss)
-    if state.shape[0] < _n_slots(&P) or (state.shape[0] > 0 and (state.shape[1] != p1 or state.shape[2] != K)):
-        raise ValueError(f"state has shape {tuple(state.shape)[:3]}; the optimizer needs "
-                         f"({_n_slots(&P)}, {p1}, {K})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if t.shape[0] < 1:
-        raise ValueError("t must have one element")
+    _check_step_args(state.shape[0], state.shape[1], state.shape[2], &P, p1, K, batch_size, t.shape[0])
     if state.shape[0] > 0:
         st = &state[0, 0, 0]
     with nogil:
@@ -773,13 +779,7 @@ def epoch_dense_chunked(const floating[:, ::1] X, const floating[:, :] y, const 
     _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
                   grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], P.loss)
     _check_chunk_buffers(tuple(partial.shape)[:3], tuple(pwork.shape)[:3], losses.shape[0], p1, K)
-    if state.shape[0] < _n_slots(&P) or (state.shape[0] > 0 and (state.shape[1] != p1 or state.shape[2] != K)):
-        raise ValueError(f"state has shape {tuple(state.shape)[:3]}; the optimizer needs "
-                         f"({_n_slots(&P)}, {p1}, {K})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if t.shape[0] < 1:
-        raise ValueError("t must have one element")
+    _check_step_args(state.shape[0], state.shape[1], state.shape[2], &P, p1, K, batch_size, t.shape[0])
     if state.shape[0] > 0:
         st = &state[0, 0, 0]
     cdef Py_ssize_t pw_chunk = pwork.strides[0] // <Py_ssize_t>sizeof(floating)
@@ -1146,18 +1146,6 @@ cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, 
                 w[c] = 0
             L.counters[COUNT_CATCHUPS] += 1
     return STATUS_OK
-
-
-cdef int _check_step_args(Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2, const Params* P, Py_ssize_t p1,
-                          Py_ssize_t K, Py_ssize_t batch_size, Py_ssize_t t_len) except -1:
-    if s0 < _n_slots(P) or (s0 > 0 and (s1 != p1 or s2 != K)):
-        raise ValueError(f"state has shape ({s0}, {s1}, {s2}); the optimizer needs "
-                         f"({_n_slots(P)}, {p1}, {K})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if t_len < 1:
-        raise ValueError("t must have one element")
-    return 0
 
 
 def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
