@@ -283,3 +283,26 @@ def test_duplicate_entries_are_summed_without_touching_the_user_matrix(data):
                     _fit(LinearRegression, X, data[1], **kw).coef_, rtol=1e-10)
     assert_array_equal(dup.data, raw[0])
     assert_array_equal(dup.indices, raw[1])
+
+
+SCHEDULES = ["constant", "step", "exponential", "polynomial", "cosine", "invscaling", "plateau",
+             Warmup(StepDecay(step_size=3, unit="step"), warmup=4), StepDecay(step_size=1, gamma=0.7)]
+
+
+# Every schedule on CSR: a schedule reaches a kernel only as the learning rate of each step,
+# which the lazy paths also fold into their deferred shrink maps (lr * l2, lr * l1) and the
+# running-scale kernel into its scale: each path is crossed with every schedule.
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=repr)
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_every_schedule_on_csr_equals_reference(data, backend, schedule, dtype, rtol):
+    Xs = sp.csr_matrix(data[0].astype(dtype))
+    cases = [("sgd", "l2", 1), ("sgd", "elasticnet", 1), ("rmsprop", "l1", 1), ("adam", "l2", 7),
+             ("momentum", None, None)]
+    for (est, y), (optimizer, penalty, bs) in itertools.product(_targets(data), cases):
+        kw = dict(optimizer=optimizer, penalty=penalty, batch_size=bs, schedule=schedule)
+        ref = _fit(est, Xs, y, backend="numpy", **kw)
+        got = _fit(est, Xs, y, backend=backend, **kw)
+        scale = np.max(np.abs(ref.coef_)) + np.max(np.abs(ref.intercept_))
+        assert_allclose(got.coef_, ref.coef_, rtol=rtol, atol=rtol * scale)
+        assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=rtol)
