@@ -631,9 +631,41 @@ def section_bandwidth(rep, data, backends, args):
         if label != "numpy":
             rep.pair("bandwidth", f"tall {n}x{p} float64", f"{label} full_gradient_dense", times[label],
                      "NumPy X.T @ (X @ w - y)", times["numpy"], "squared-loss gradient, BLAS threads as set")
+    # the multi-core speed-up of the full gradient: the same kernel on one thread
+    for bname, mod in backends.items():
+        if not hasattr(mod, "full_gradient_dense"):
+            continue
+        grad = np.zeros_like(coef)
+        work = np.zeros((C.WORK_ROWS, 1))
+        with _one_thread(bname):
+            one = _common.alternate({"one": lambda: mod.full_gradient_dense(X, y2, sw, coef, codes, grad, work)},
+                                    args.repeats, warmup=1)["one"]
+        all_cores = times[f"fastgd[{bname}]"]
+        rep.pair("bandwidth", f"tall {n}x{p} float64, {cores} threads vs 1", f"fastgd[{bname}] full gradient, "
+                 f"{cores} threads", all_cores, f"fastgd[{bname}] full gradient, 1 thread", one,
+                 "multi-core speed-up (ratio = 1-thread time / all-cores time); the kernel is memory-bound")
     if X.nbytes < 4 * 32e6:
         rep.note("bandwidth: in quick mode the tall X is small enough to sit partly in cache; the GB/s "
                  "fraction can then exceed what DRAM allows.")
+
+
+@contextlib.contextmanager
+def _one_thread(backend_name):
+    """Run a fastgd kernel on one thread: Numba's pool or Cython's OpenMP runtime."""
+    if backend_name == "numba":
+        import numba
+
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
+    else:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="openmp"):
+            yield
 
 
 def section_adam(rep, data, backends, args):

@@ -672,6 +672,9 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
 # A batch is cut into N_CHUNKS fixed slices; each slice's gradient is summed into its own
 # buffer (in parallel, one slice per prange iteration), then the buffers are added in slice
 # order. The result depends on neither the number of threads nor their scheduling.
+# Each thread takes a contiguous block of slices (static schedule, default chunk): with
+# slices dealt round-robin, two threads work on neighbouring buffers at once and share the
+# cache line between them on every sample (measured: 1.06x on two cores instead of 1.9x).
 cdef enum:
     LOCAL_K = 16  # up to this many outputs, a slice keeps its margins on the thread's stack
 
@@ -725,7 +728,7 @@ cdef double _chunked_gradient(const floating* X, const char* yb, Py_ssize_t ys0,
     cdef Py_ssize_t c, lo, hi, q
     cdef floating acc
     cdef double total = 0.0
-    for c in prange(N_CHUNKS, schedule="static", chunksize=1):
+    for c in prange(N_CHUNKS, schedule="static"):
         lo = start + (b * c) // N_CHUNKS
         hi = start + (b * (c + 1)) // N_CHUNKS
         losses[c] = _slice_gradient(X, yb, ys0, ys1, swb, sws, ob, os, n_order, lo, hi, cf,
@@ -859,7 +862,7 @@ def _chunk_threads():
     a parallel loop like the gradient's (a diagnostic for the thread-count tests)."""
     cdef int ids[N_CHUNKS]
     cdef Py_ssize_t c
-    for c in prange(N_CHUNKS, schedule="static", chunksize=1, nogil=True):
+    for c in prange(N_CHUNKS, schedule="static", nogil=True):
         ids[c] = threadid()
     return FASTGD_OPENMP != 0, [ids[c] for c in range(N_CHUNKS)]
 
