@@ -483,7 +483,17 @@ def section_torch(rep, data, backends, args):
     except ImportError:
         rep.skip("torch not installed: skipped")
         return
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        _torch_loops(rep, data, backends, args, torch)
+    finally:
+        # torch sets the OpenMP thread count process-wide (it reaches the OpenMP runtime of
+        # fastgd's Cython kernels too): restore it for the sections that follow
+        torch.set_num_threads(threads_before)
+
+
+def _torch_loops(rep, data, backends, args, torch):
     X64, y = data.get("dense_cls", np.float64)
     n, p = X64.shape
     order = np.random.default_rng(0).permutation(n).astype(np.int64)
