@@ -277,3 +277,18 @@ def test_n_features_in_and_feature_count_mismatch():
     assert clf.n_features_in_ == 4
     with pytest.raises(ValueError, match="features"):
         clf.predict_proba(np.hstack([Xc, Xc]))
+
+
+def test_predictions_follow_edited_public_coefficients():
+    # As with scikit-learn's linear models, predictions come from coef_ and intercept_.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 3))
+    reg = LinearRegression(max_iter=3, tol=None).fit(X, X @ [1.0, 2.0, 3.0])
+    reg.coef_ = np.array([1.0, 0.0, -1.0])
+    reg.intercept_ = 0.5
+    np.testing.assert_allclose(reg.predict(X), X @ [1.0, 0.0, -1.0] + 0.5)
+    clf = LogisticRegression(max_iter=3, tol=None).fit(X, np.arange(30) % 3)
+    clf.coef_ = np.eye(3)
+    clf.intercept_ = np.zeros(3)
+    np.testing.assert_allclose(clf.decision_function(X), X)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[np.argmax(X, axis=1)])

@@ -255,10 +255,13 @@ class BaseGD(BaseEstimator):
         check_is_fitted(self)
         accept_sparse = "csr" if self._accept_sparse else False
         X = validate_data(self, X, reset=False, accept_sparse=accept_sparse, dtype=[np.float64, np.float32])
-        coef = self._train_state.coef
-        if X.dtype != coef.dtype:
-            X = X.astype(coef.dtype)
-        return np.asarray(X @ coef[:-1] + coef[-1])
+        # From the public attributes, as scikit-learn's linear models do: a user who edits
+        # coef_ or intercept_ predicts with the edited model.
+        W = np.reshape(self.coef_, (-1, X.shape[1])).T
+        b = np.reshape(self.intercept_, -1)
+        if X.dtype != W.dtype:
+            X = X.astype(W.dtype)
+        return np.asarray(X @ W + b)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
