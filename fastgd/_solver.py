@@ -107,6 +107,57 @@ class Settings:
     grad_tol: float = None
     validation_score: object = None  # callable coef -> score, when early stopping
     verbose: int = 0
+    n_jobs: int = 1  # threads for independent outputs (see OutputThreads)
+
+
+class OutputThreads:
+    """Independent outputs trained in parallel threads.
+
+    With the squared loss and no clipping (which would couple them through the global norm),
+    the K outputs of a multi-output regression are K independent problems. Each epoch, each
+    output runs as its own single-output kernel call, in a thread pool (the kernels release
+    the GIL). Each output's arithmetic is then that of a single-output fit, so the result
+    depends on whether outputs are split (``n_jobs > 1``), never on how many threads run.
+    """
+
+    def __init__(self, problem, ts, settings, n_jobs):
+        from concurrent.futures import ThreadPoolExecutor
+
+        K = ts.coef.shape[1]
+        self.pool = ThreadPoolExecutor(max_workers=min(n_jobs, K))
+        self.parts = []
+        for k in range(K):
+            part_problem = Problem(X=problem.X, y=np.ascontiguousarray(problem.y[:, k:k + 1]), sw=problem.sw,
+                                   train_idx=problem.train_idx)
+            part = TrainState(coef=np.empty((ts.coef.shape[0], 1), dtype=ts.coef.dtype),
+                              opt_state=np.empty(ts.opt_state.shape[:2] + (1,), dtype=ts.coef.dtype), rng=ts.rng)
+            self.parts.append((part_problem, part, np.empty_like(part.coef),
+                               np.zeros((C.WORK_ROWS, 1), dtype=ts.coef.dtype),
+                               part_problem.sparse_buffers(settings.codes, settings.hp, settings.batch_size, 1)))
+
+    @staticmethod
+    def applies(problem, settings, K, chunked_buffers):
+        return (settings.n_jobs > 1 and K > 1 and settings.codes[C.C_LOSS] == C.LOSS_SQUARED
+                and settings.hp[C.H_CLIP] == 0 and chunked_buffers is None)
+
+    def epoch(self, backend, order, ts, codes, hp, batch_size):
+        def run(k):
+            part_problem, part, grad, work, sparse_buffers = self.parts[k]
+            part.coef[:, 0] = ts.coef[:, k]
+            part.opt_state[..., 0] = ts.opt_state[..., k]
+            part.t[:] = ts.t
+            return part_problem.epoch(backend, order, part, codes, hp, batch_size, grad, work, sparse_buffers)
+
+        results = list(self.pool.map(run, range(len(self.parts))))
+        for k, (_, part, _, _, _) in enumerate(self.parts):
+            ts.coef[:, k] = part.coef[:, 0]
+            ts.opt_state[..., k] = part.opt_state[..., 0]
+        ts.t[:] = self.parts[0][1].t
+        status = max(r[0] for r in results)
+        return status, float(sum(r[1] for r in results))
+
+    def close(self):
+        self.pool.shutdown()
 
 
 def gradient_norm(backend, problem, coef, codes, hp):
@@ -164,6 +215,18 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
     work = np.zeros((C.WORK_ROWS, K), dtype=ts.coef.dtype)
     sparse_buffers = problem.sparse_buffers(codes, hp, s.batch_size, K)
     chunked_buffers = problem.chunked_buffers(backend, s.batch_size, ts.coef)
+    threads = OutputThreads(problem, ts, s, s.n_jobs) if OutputThreads.applies(problem, s, K, chunked_buffers) else None
+    try:
+        return _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
+                             chunked_buffers, threads)
+    finally:
+        if threads is not None:
+            threads.close()
+
+
+def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
+                  chunked_buffers, threads):
+    codes, hp = s.codes, s.hp
     # Full-batch GD: the sample order only changes rounding, and data order reads memory
     # sequentially, so no permutation is drawn.
     shuffle = s.shuffle and s.batch_size < len(problem.train_idx)
@@ -175,8 +238,11 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
         hp[C.H_LR_SCALE] = ts.plateau[2]
         start_coef, start_state, start_t = ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()
         tic = time.perf_counter()
-        status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work,
-                                         sparse_buffers, chunked_buffers)
+        if threads is not None:
+            status, loss_sum = threads.epoch(backend, order, ts, codes, hp, s.batch_size)
+        else:
+            status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work,
+                                             sparse_buffers, chunked_buffers)
         if status != C.STATUS_OK:
             ts.coef[...] = start_coef
             ts.opt_state[...] = start_state

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fastgd import LinearRegression, LogisticRegression
@@ -153,3 +154,82 @@ def test_chunked_epoch_equals_serial_epoch(big, backend, dtype):
     rtol = 1e-10 if dtype == np.float64 else 2e-4
     assert_allclose(out[1][0], out[0][0], rtol=rtol, atol=rtol * 1e-2)
     assert_allclose(out[1][1], out[0][1], rtol=rtol)
+
+
+# --- independent outputs in parallel threads (LinearRegression(n_jobs=...)) ------------------
+@pytest.fixture(scope="module")
+def multi_output():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((120, 6))
+    Y = np.column_stack([X @ rng.standard_normal(6) + 0.1 * rng.standard_normal(120) for _ in range(3)])
+    return X, Y, rng.random(120) + 0.5
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + COMPILED)
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam", "rmsprop"])
+@pytest.mark.parametrize("batch_size", [1, 7, None])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_split_outputs_equal_single_output_fits_bit_for_bit(multi_output, backend, optimizer, batch_size, sparse):
+    X, Y, sw = multi_output
+    Xin = sp.csr_matrix(X * (np.abs(X) > 0.5)) if sparse else X
+    kw = dict(optimizer=optimizer, batch_size=batch_size, penalty="elasticnet", alpha=0.01, backend=backend,
+              max_iter=3, tol=None, random_state=0, learning_rate=0.01)
+    split = LinearRegression(n_jobs=2, **kw).fit(Xin, Y, sample_weight=sw)
+    joint = LinearRegression(**kw).fit(Xin, Y, sample_weight=sw)
+    for k in range(Y.shape[1]):
+        # each output computes exactly as a single-output fit on its column
+        alone = LinearRegression(**kw).fit(Xin, Y[:, k], sample_weight=sw)
+        assert_array_equal(split.coef_[k], alone.coef_)
+        assert split.intercept_[k] == alone.intercept_
+    # and the one-call multi-output kernel agrees up to rounding
+    assert_allclose(split.coef_, joint.coef_, rtol=1e-10, atol=1e-14)
+    assert_allclose(split.loss_curve_, joint.loss_curve_, rtol=1e-10)
+    assert split.t_ == joint.t_
+
+
+def _spy_on_epochs(monkeypatch, backend_name, barrier=None):
+    """Record (thread, n_outputs) of every dense epoch call; optionally make each call wait
+    at ``barrier`` first (so the test fails unless calls are in flight at the same time)."""
+    import threading
+
+    backend = get_backend(backend_name)
+    calls = []
+    original = backend.epoch_dense
+
+    def spy(*args):
+        calls.append((threading.get_ident(), args[4].shape[1]))
+        if barrier is not None:
+            barrier.wait()
+        return original(*args)
+
+    monkeypatch.setattr(backend, "epoch_dense", spy)
+    return calls
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + COMPILED)
+def test_outputs_run_as_single_output_kernels_in_parallel_threads(monkeypatch, multi_output, backend):
+    import threading
+
+    X, Y, _ = multi_output
+    # Each epoch's two output calls must meet at the barrier: they can only if two threads
+    # run them at the same time (one thread would wait forever; the timeout fails the test).
+    calls = _spy_on_epochs(monkeypatch, backend, threading.Barrier(2, timeout=30))
+    LinearRegression(n_jobs=2, backend=backend, max_iter=2, tol=None, batch_size=4).fit(X, Y[:, :2])
+    assert len(calls) == 2 * 2 and all(K == 1 for _, K in calls)
+    assert len({ident for ident, _ in calls}) == 2
+
+
+@pytest.mark.parametrize("kw", [dict(clip_norm=1.0), dict(n_jobs=None), dict(n_jobs=1)])
+def test_outputs_stay_in_one_kernel_call_when_coupled_or_not_asked(monkeypatch, multi_output, kw):
+    X, Y, _ = multi_output
+    calls = _spy_on_epochs(monkeypatch, "numba")
+    params = dict(n_jobs=2, backend="numba", max_iter=2, tol=None, batch_size=4)
+    params.update(kw)
+    LinearRegression(**params).fit(X, Y)
+    assert [K for _, K in calls] == [3, 3]
+
+
+def test_n_jobs_is_validated(multi_output):
+    X, Y, _ = multi_output
+    with pytest.raises(ValueError, match="n_jobs"):
+        LinearRegression(n_jobs=0).fit(X, Y)

@@ -105,6 +105,7 @@ class BaseGD(BaseEstimator):
             codes=codes, hp=hp, batch_size=batch_size, shuffle=bool(self.shuffle),
             schedule=schedule, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             grad_tol=self.grad_tol, validation_score=validation_score, verbose=self.verbose,
+            n_jobs=getattr(self, "n_jobs", None) or 1,
         )
 
     def _kernel_arrays(self, n_train=1):

@@ -1,8 +1,10 @@
 """Linear regression (mean squared error) trained by gradient descent."""
 
+from numbers import Integral
+
 import numpy as np
 from sklearn.base import MultiOutputMixin, RegressorMixin
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from fastgd import _contract as C
 from fastgd.linear_model._base import BaseGD
@@ -83,6 +85,14 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
         coordinates instead (O(nnz) per step, an approximation: untouched coordinates keep
         their value and optimizer state until touched).
 
+    n_jobs : int or None, default=None
+        Threads for multi-output regression. Without ``clip_norm`` (which couples them
+        through the global gradient norm) the outputs are independent problems; with
+        ``n_jobs > 1`` each output is trained by its own kernel call in a thread pool (the
+        kernels release the GIL). Each output then computes exactly as a single-output fit,
+        whatever the number of threads; ``None`` means one kernel call for all outputs.
+        Epochs whose batches already use every core (large batches) are not split.
+
     Attributes
     ----------
     coef_ : ndarray of shape (n_features,) or (n_targets, n_features)
@@ -121,7 +131,10 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
     10.0
     """
 
-    _parameter_constraints = dict(BaseGD._parameter_constraints)
+    _parameter_constraints = {
+        **BaseGD._parameter_constraints,
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
+    }
     _multi_output = True
     _y_numeric = True
 
@@ -129,7 +142,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
                  tol=1e-4, n_iter_no_change=5, grad_tol=None, schedule="constant", penalty=None,
                  alpha=1e-4, l1_ratio=0.15, clip_norm=None, init="zeros", shuffle=True,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
-                 warm_start=False, verbose=0, backend="auto", lazy_updates=False):
+                 warm_start=False, verbose=0, backend="auto", lazy_updates=False, n_jobs=None):
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -151,6 +164,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
         self.verbose = verbose
         self.backend = backend
         self.lazy_updates = lazy_updates
+        self.n_jobs = n_jobs
 
     def fit(self, X, y, sample_weight=None):
         """Fit by gradient descent for up to ``max_iter`` epochs.
