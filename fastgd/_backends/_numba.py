@@ -1,9 +1,12 @@
 """The Numba backend: the kernel contract compiled just in time (cached on disk).
 
 One call trains one epoch. Inside: no Python, no allocation, the GIL released (``nogil``),
-branches on the integer codes taken outside the per-coordinate loops. Compiled lazily per
-dtype on first use and cached on disk (``cache=True``), so a second process pays only the
-cache load.
+branches on the integer codes taken outside the per-coordinate loops. ``epoch_dense`` and
+``epoch_csr`` are thin Python functions that pick, once per epoch, one of several separately
+compiled kernels (fused per-sample SGD, single- or multi-output batch loops, the sparse
+paths): each is compiled on first use for the dtypes it meets and cached on disk
+(``cache=True``), so a fit compiles only what it uses and a second process pays only the
+cache load. ``epoch_dense_chunked`` sums large batches on all cores (``prange``).
 """
 
 import os
