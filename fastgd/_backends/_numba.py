@@ -60,6 +60,7 @@ _OK, _NONFINITE = C.STATUS_OK, C.STATUS_NONFINITE
 # (bench/: 3-4x on the shuffled dot-product loop of a 200,000 x 100 float64 array).
 PREFETCH_AHEAD = 4
 _CACHE_LINE = 64
+_U1, _U2 = np.uint64(1), np.uint64(2)
 
 
 @intrinsic
@@ -83,6 +84,14 @@ def _prefetch(typingctx, arr, idx):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _u(index):
+    """A non-negative array index as unsigned: Numba then skips the negative-index
+    wraparound it otherwise adds to every access (a compare and a select per element in the
+    sparse gather loops)."""
+    return np.uint64(index)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _prefetch_dense_row(X, order, j):
     """Prefetch row ``order[j + PREFETCH_AHEAD]`` of C-contiguous ``X``."""
     if j + PREFETCH_AHEAD < order.shape[0]:
@@ -94,7 +103,12 @@ def _prefetch_dense_row(X, order, j):
 
 @njit(cache=True, nogil=True, inline="always")
 def _prefetch_csr_row(data, indices, indptr, order, j):
-    """Prefetch the values and column indices of CSR row ``order[j + PREFETCH_AHEAD]``."""
+    """Prefetch the values and column indices of CSR row ``order[j + PREFETCH_AHEAD]``, and
+    the row pointers of the sample ``PREFETCH_AHEAD`` after it: in a shuffled epoch reading
+    ``indptr[i]`` is itself a cache miss, which, unprefetched, stalls the row prefetch that
+    needs it (this cost more than half of the sparse per-sample epoch)."""
+    if j + 2 * PREFETCH_AHEAD < order.shape[0]:
+        _prefetch(indptr, order[j + 2 * PREFETCH_AHEAD])
     if j + PREFETCH_AHEAD < order.shape[0]:
         i = order[j + PREFETCH_AHEAD]
         lo = indptr[i]
@@ -134,6 +148,27 @@ def learning_rate(codes, hp, t):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _log_loss(m, yi):
+    """Log loss of margin ``m`` for target ``yi`` in {0, 1} and its derivative in ``m``,
+    evaluated without overflow on either side."""
+    if m >= 0:
+        e = np.exp(-m)
+        return m + np.log1p(e) - yi * m, 1.0 / (1.0 + e) - yi
+    e = np.exp(m)
+    return np.log1p(e) - yi * m, e / (1.0 + e) - yi
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _loss_1(loss_code, m, yi):
+    """Loss and its derivative for one output from scalars (no arrays, so nothing for Numba
+    to reference-count in a hot loop): squared or log loss."""
+    if loss_code == _LOSS_SQUARED:
+        r = m - yi
+        return r * r, 2.0 * r
+    return _log_loss(m, yi)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def sample_loss(loss_code, z, y, i, dz, K):
     """Loss of one sample from its margins ``z``; writes d loss / d z into ``dz``."""
     if loss_code == _LOSS_SQUARED:
@@ -144,15 +179,8 @@ def sample_loss(loss_code, z, y, i, dz, K):
             dz[k] = 2.0 * r
         return total
     if loss_code == _LOSS_LOG:
-        m = z[0]
-        yi = y[i, 0]
-        if m >= 0:
-            e = np.exp(-m)
-            dz[0] = 1.0 / (1.0 + e) - yi
-            return m + np.log1p(e) - yi * m
-        e = np.exp(m)
-        dz[0] = e / (1.0 + e) - yi
-        return np.log1p(e) - yi * m
+        loss, dz[0] = _log_loss(z[0], y[i, 0])
+        return loss
     # softmax cross-entropy
     label = int(y[i, 0])
     zmax = z[0]
@@ -684,7 +712,7 @@ def _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, stamp, rmsprop, rh
 _SCALE_BELOW = 1e-9  # fold the running scale into the weights before it loses precision
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters):
     """Per-sample plain SGD with L2 and no L1, one output, on CSR rows: the closed form of the
     untouched coordinates' shrinking is a running product, kept as one scalar. During the
@@ -700,29 +728,56 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
     l2 = hp[_H_L2]
     S = 1.0
     loss_sum = 0.0
-    for j in range(order.shape[0]):
-        _prefetch_csr_row(data, indices, indptr, order, j)
-        i = order[j]
-        lo = indptr[i]
-        hi = indptr[i + 1]
+    n_steps = order.shape[0]
+    step_t = t[0]  # the step clock and the update count, kept in registers
+    updates = 0
+    data_line = _u(_CACHE_LINE // data.itemsize)  # elements per cache line
+    index_line = _u(_CACHE_LINE // indices.itemsize)
+    for j in range(n_steps):
+        # The row pointers of the sample 2 * PREFETCH_AHEAD ahead, then the row of the one
+        # PREFETCH_AHEAD ahead: in a shuffled epoch both are cache misses, and an unprefetched
+        # indptr read stalls the row prefetch that needs it. Indices are unsigned (_u) so
+        # Numba adds no negative-index wraparound to each access.
+        if j + 2 * PREFETCH_AHEAD < n_steps:
+            _prefetch(indptr, order[j + 2 * PREFETCH_AHEAD])
+        if j + PREFETCH_AHEAD < n_steps:
+            q = _u(order[j + PREFETCH_AHEAD])
+            qlo = _u(indptr[q])
+            qhi = _u(indptr[q + _U1])
+            if qhi > qlo:
+                ptr = qlo
+                while ptr < qhi:
+                    _prefetch(data, ptr)
+                    ptr += data_line
+                ptr = qlo
+                while ptr < qhi:
+                    _prefetch(indices, ptr)
+                    ptr += index_line
+                _prefetch(data, qhi - _U1)
+                _prefetch(indices, qhi - _U1)
+        i = _u(order[j])
+        lo = _u(indptr[i])
+        hi = _u(indptr[i + _U1])
         # two accumulators: the gathered products are independent, so two add chains hide
         # the floating-point add latency
         acc0 = dt(0.0)
         acc1 = dt(0.0)
         ptr = lo
-        while ptr + 1 < hi:
-            acc0 += data[ptr] * v[indices[ptr]]
-            acc1 += data[ptr + 1] * v[indices[ptr + 1]]
-            ptr += 2
+        while ptr + _U1 < hi:
+            acc0 += data[ptr] * v[_u(indices[ptr])]
+            acc1 += data[ptr + _U1] * v[_u(indices[ptr + _U1])]
+            ptr += _U2
         if ptr < hi:
-            acc0 += data[ptr] * v[indices[ptr]]
-        z[0] = S * (acc0 + acc1) + v[p]
-        loss = sw[i] * sample_loss(loss_code, z, y, i, dz, 1)
+            acc0 += data[ptr] * v[_u(indices[ptr])]
+        loss, d = _loss_1(loss_code, S * (acc0 + acc1) + v[p], y[i, 0])
+        loss *= sw[i]
         loss_sum += loss
         if not np.isfinite(loss):
+            t[0] = step_t
+            counters[_COUNT_UPDATES] += updates
             return _NONFINITE, loss_sum
-        lr = learning_rate(codes, hp, t[0])
-        cg = lr * dz[0] * sw[i]
+        lr = learning_rate(codes, hp, step_t)
+        cg = lr * d * sw[i]
         a = 1.0 - lr * l2
         if a <= 0.0:  # lr * l2 >= 1 flips signs: apply the shrink to every weight now
             f = dt(S * a)
@@ -734,16 +789,18 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
             S *= a
         step = dt(cg / S)
         for ptr in range(lo, hi):
-            v[indices[ptr]] -= step * data[ptr]
+            v[_u(indices[ptr])] -= step * data[ptr]
         v[p] -= dt(cg)
-        counters[_COUNT_UPDATES] += hi - lo + 1
+        updates += np.int64(hi - lo) + 1
         if S < _SCALE_BELOW:
             f = dt(S)
             for c in range(p):
                 v[c] *= f
             counters[_COUNT_CATCHUPS] += p
             S = 1.0
-        t[0] += 1
+        step_t += 1
+    t[0] = step_t
+    counters[_COUNT_UPDATES] += updates
     if S != 1.0:
         f = dt(S)
         for c in range(p):

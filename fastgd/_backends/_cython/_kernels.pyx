@@ -1028,10 +1028,14 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
     cdef double lr, a, cg, loss
     cdef floating acc, acc1, f, stp
     for j in range(n_steps):
+        if j + 2 * PREFETCH_AHEAD < n_steps:
+            FASTGD_PREFETCH(&indptr[order[j + 2 * PREFETCH_AHEAD]])
         if j + PREFETCH_AHEAD < n_steps:
             q = order[j + PREFETCH_AHEAD]
-            FASTGD_PREFETCH(&data[indptr[q]])
-            FASTGD_PREFETCH(&indices[indptr[q]])
+            lo = indptr[q]
+            hi = indptr[q + 1]
+            _prefetch(<const char*>&data[lo], (hi - lo) * <Py_ssize_t>sizeof(floating))
+            _prefetch(<const char*>&indices[lo], (hi - lo) * <Py_ssize_t>sizeof(index_t))
         i = order[j]
         lo = indptr[i]
         hi = indptr[i + 1]
