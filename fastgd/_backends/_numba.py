@@ -63,21 +63,91 @@ _CACHE_LINE = 64
 _U1, _U2 = np.uint64(1), np.uint64(2)
 
 
+def _emit_prefetch(builder, addr):
+    """``llvm.prefetch`` (read, keep in all cache levels) of the byte at ``addr`` (an i8*)."""
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                        "llvm.prefetch.p0i8")
+    builder.call(fn, [addr, i32(0), i32(3), i32(1)])
+
+
+def _emit_prefetch_bytes(builder, start, n_bytes):
+    """Prefetch every cache line of the ``n_bytes`` (i64) from ``start`` (i8*), the last
+    byte's line included (``start`` need not be line-aligned)."""
+    i64 = ir.IntType(64)
+    with builder.if_then(builder.icmp_signed(">", n_bytes, i64(0))):
+        with cgutils.for_range_slice(builder, i64(0), n_bytes, i64(_CACHE_LINE), intp=i64) as (off, _):
+            _emit_prefetch(builder, builder.gep(start, [off]))
+        _emit_prefetch(builder, builder.gep(start, [builder.sub(n_bytes, i64(1))]))
+
+
+def _data_pointer(context, builder, aryty, ary):
+    i8p = ir.IntType(8).as_pointer()
+    return builder.bitcast(context.make_array(aryty)(context, builder, ary).data, i8p)
+
+
 @intrinsic
 def _prefetch(typingctx, arr, idx):
-    """Hint the CPU to fetch ``arr[idx]`` into cache (LLVM ``llvm.prefetch``; no effect on
-    results)."""
+    """Hint the CPU to fetch ``arr[idx]`` into cache (no effect on results).
+
+    This and the intrinsics below are lowered straight to LLVM. A Numba helper inlined with
+    ``inline="always"`` that takes arrays costs an atomic reference-count increment and
+    decrement per array per call, which the refcount pruner does not remove inside the
+    kernels' loops: per-sample loops therefore call no such helper (intrinsics, scalar
+    helpers such as :func:`_loss_1` and :func:`_u`, or code written in place). Measured
+    with the unsigned indices: sparse per-sample epoch 48 -> 27 ms, dense batch-32 epoch
+    31 -> 18 ms (200,000 rows, float64)."""
     sig = types.void(arr, idx)
 
     def codegen(context, builder, signature, args):
         ary, ind = args
         aryty = signature.args[0]
         ptr = cgutils.get_item_pointer(context, builder, aryty, context.make_array(aryty)(context, builder, ary), [ind])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        _emit_prefetch(builder, builder.bitcast(ptr, ir.IntType(8).as_pointer()))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch_row(typingctx, X, i):
+    """Prefetch row ``i`` (non-negative) of the C-contiguous 2-D array ``X``, every line."""
+    sig = types.void(X, i)
+
+    def codegen(context, builder, signature, args):
+        Xv, iv = args
+        Xty = signature.args[0]
+        if Xty.layout != "C":  # rows are not contiguous: no hint
+            return context.get_dummy_value()
+        arr = context.make_array(Xty)(context, builder, Xv)
+        i64 = ir.IntType(64)
+        row_bytes = builder.mul(builder.extract_value(arr.shape, 1), i64(context.get_abi_sizeof(
+            context.get_data_type(Xty.dtype))))
+        start = builder.gep(_data_pointer(context, builder, Xty, Xv),
+                            [builder.mul(context.cast(builder, iv, signature.args[1], types.int64), row_bytes)])
+        _emit_prefetch_bytes(builder, start, row_bytes)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch_span(typingctx, arr, lo, hi):
+    """Prefetch ``arr[lo:hi]`` (a contiguous 1-D array, ``0 <= lo``), every line."""
+    sig = types.void(arr, lo, hi)
+
+    def codegen(context, builder, signature, args):
+        av, lov, hiv = args
+        aty = signature.args[0]
+        if aty.layout != "C":
+            return context.get_dummy_value()
+        size = context.get_abi_sizeof(context.get_data_type(aty.dtype))
+        i64 = ir.IntType(64)
+        lo64 = context.cast(builder, lov, signature.args[1], types.int64)
+        hi64 = context.cast(builder, hiv, signature.args[2], types.int64)
+        start = builder.gep(_data_pointer(context, builder, aty, av), [builder.mul(lo64, i64(size))])
+        _emit_prefetch_bytes(builder, start, builder.mul(builder.sub(hi64, lo64), i64(size)))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -89,35 +159,6 @@ def _u(index):
     wraparound it otherwise adds to every access (a compare and a select per element in the
     sparse gather loops)."""
     return np.uint64(index)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _prefetch_dense_row(X, order, j):
-    """Prefetch row ``order[j + PREFETCH_AHEAD]`` of C-contiguous ``X``."""
-    if j + PREFETCH_AHEAD < order.shape[0]:
-        i = order[j + PREFETCH_AHEAD]
-        row = X[i]
-        for q in range(0, row.shape[0], _CACHE_LINE // X.itemsize):
-            _prefetch(row, q)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _prefetch_csr_row(data, indices, indptr, order, j):
-    """Prefetch the values and column indices of CSR row ``order[j + PREFETCH_AHEAD]``, and
-    the row pointers of the sample ``PREFETCH_AHEAD`` after it: in a shuffled epoch reading
-    ``indptr[i]`` is itself a cache miss, which, unprefetched, stalls the row prefetch that
-    needs it (this cost more than half of the sparse per-sample epoch)."""
-    if j + 2 * PREFETCH_AHEAD < order.shape[0]:
-        _prefetch(indptr, order[j + 2 * PREFETCH_AHEAD])
-    if j + PREFETCH_AHEAD < order.shape[0]:
-        i = order[j + PREFETCH_AHEAD]
-        lo = indptr[i]
-        hi = indptr[i + 1]
-        if hi > lo:
-            for q in range(lo, hi, _CACHE_LINE // data.itemsize):
-                _prefetch(data, q)
-            for q in range(lo, hi, _CACHE_LINE // indices.itemsize):
-                _prefetch(indices, q)
 
 
 @njit(cache=True, nogil=True)
@@ -260,15 +301,19 @@ def _adam_span(w, g, m, v, vmax, lo, hi, cs, l2, shrink, b1, b2, step_size, bc2_
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _soft_threshold(v, thresh):
+    """The L1 proximal map: ``v`` moved ``thresh`` towards 0, and 0 within ``thresh`` of it."""
+    if v > thresh:
+        return v - thresh
+    if v < -thresh:
+        return v + thresh
+    return 0.0
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _l1_span(w, lo, hi, thresh):
     for q in range(lo, hi):
-        wq = w[q]
-        if wq > thresh:
-            w[q] = wq - thresh
-        elif wq < -thresh:
-            w[q] = wq + thresh
-        else:
-            w[q] = 0.0
+        w[q] = _soft_threshold(w[q], thresh)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -285,20 +330,27 @@ def _span(j, every, rows, K, p):
     return r * K, r * K + K, r < p
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _flat(coef, grad, state):
+    """Flat views of the parameters ``(p + 1, K)``, their gradient, and the optimizer state
+    ``(n_slots, p + 1, K)``, as :func:`apply_step` takes them."""
+    n = coef.shape[0] * coef.shape[1]
+    return coef.reshape(n), grad.reshape(n), state.reshape((state.shape[0], n))
+
+
 @njit(cache=True, nogil=True)
-def apply_step(coef, grad, state, t, codes, hp, inv_b, rows, n_rows):
+def apply_step(w, g, st, K, t, codes, hp, inv_b, rows, n_rows):
     """One optimizer step from ``grad`` (a sum over the batch, scaled by ``inv_b``), with
     clipping, coupled L2, decoupled decay and the L1 proximal step.
 
     ``n_rows < 0`` updates every row; otherwise only ``rows[:n_rows]`` (the rows a sparse
     batch touched, the intercept row last), the other rows' gradient being zero. The
     optimizer is dispatched once per step; the loops over spans carry no set-up work.
-    Returns the learning rate used."""
-    p1, K = coef.shape
+    The parameters, gradient and optimizer state come flat, ``w`` and ``g`` of length
+    ``(p + 1) * K`` and ``st`` of shape ``(n_slots, (p + 1) * K)`` (see :func:`_flat`), made
+    once per epoch: a reshape per step is a run-time call. Returns the learning rate used."""
+    p1 = w.shape[0] // K
     p = p1 - 1
-    w = coef.reshape(p1 * K)
-    g = grad.reshape(p1 * K)
-    st = state.reshape((state.shape[0], p1 * K))
     dt = w.dtype.type
     every = n_rows < 0
     n_spans = 2 if every else n_rows
@@ -471,27 +523,33 @@ def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
     l2 = hp[_H_L2]
     l1 = hp[_H_L1]
     loss_sum = 0.0
-    for j in range(order.shape[0]):
-        _prefetch_dense_row(X, order, j)
-        i = order[j]
-        xi = X[i]
+    n_steps = order.shape[0]
+    step = t[0]
+    for j in range(n_steps):
+        if j + PREFETCH_AHEAD < n_steps:
+            _prefetch_row(X, order[j + PREFETCH_AHEAD])
+        i = _u(order[j])
         acc = w[p]
         for f in range(p):
-            acc += xi[f] * w[f]
-        z[0] = acc
-        loss = sw[i] * sample_loss(loss_code, z, y, i, dz, 1)
+            acc += X[i, f] * w[f]
+        loss, d = _loss_1(loss_code, acc, y[i, 0])
+        loss *= sw[i]
         loss_sum += loss
         if not np.isfinite(loss):
+            t[0] = step
             return _NONFINITE, loss_sum
-        lr = learning_rate(codes, hp, t[0])
-        c = dt(lr * dz[0] * sw[i])
+        lr = learning_rate(codes, hp, step)
+        c = dt(lr * d * sw[i])
         a = dt(1.0 - lr * l2)
         for f in range(p):
-            w[f] = a * w[f] - c * xi[f]
+            w[f] = a * w[f] - c * X[i, f]
         w[p] -= c
         if l1 > 0:
-            _l1_span(w, 0, p, dt(lr * l1))
-        t[0] += 1
+            thresh = dt(lr * l1)
+            for f in range(p):
+                w[f] = _soft_threshold(w[f], thresh)
+        step += 1
+    t[0] = step
     return _OK, loss_sum
 
 
@@ -504,24 +562,46 @@ def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size,
     loss_code = codes[_C_LOSS]
     z = work[0]
     dz = work[1]
-    w = coef.reshape(coef.size)
-    g = grad.reshape(grad.size)
+    w, g, st = _flat(coef, grad, state)
     loss_sum = 0.0
+    p = X.shape[1]
     for start in range(0, n_steps, batch_size):
         end = min(start + batch_size, n_steps)
-        if end - start == 1:
-            _prefetch_dense_row(X, order, start)
+        if K == 1:
+            # the single-output sample gradients written in place: no helper taking arrays
+            # (see _prefetch) in the per-sample loop
+            for q in range(p + 1):
+                g[q] = 0.0
+            batch_loss = 0.0
+            for j in range(start, end):
+                if j + PREFETCH_AHEAD < n_steps:
+                    _prefetch_row(X, order[j + PREFETCH_AHEAD])
+                i = _u(order[j])
+                acc = w[p]
+                for f in range(p):
+                    acc += X[i, f] * w[f]
+                loss, d = _loss_1(loss_code, acc, y[i, 0])
+                s = sw[i]
+                d *= s
+                batch_loss += s * loss
+                for f in range(p):
+                    g[f] += X[i, f] * d
+                g[p] += d
+        elif end - start == 1:
+            if start + PREFETCH_AHEAD < n_steps:
+                _prefetch_row(X, order[start + PREFETCH_AHEAD])
             batch_loss = _accumulate_dense(X, y, sw, order[start], w, g, K, loss_code, z, dz, True)
         else:
             g[:] = 0.0
             batch_loss = 0.0
             for j in range(start, end):
-                _prefetch_dense_row(X, order, j)
+                if j + PREFETCH_AHEAD < n_steps:
+                    _prefetch_row(X, order[j + PREFETCH_AHEAD])
                 batch_loss += _accumulate_dense(X, y, sw, order[j], w, g, K, loss_code, z, dz, False)
         loss_sum += batch_loss
         if not np.isfinite(batch_loss):
             return _NONFINITE, loss_sum
-        apply_step(coef, grad, state, t, codes, hp, 1.0 / (end - start), order, -1)
+        apply_step(w, g, st, K, t, codes, hp, 1.0 / (end - start), order, -1)
     return _OK, loss_sum
 
 
@@ -577,7 +657,8 @@ def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, l
         dz = pwork[c, 1]
         acc = 0.0
         for j in range(lo, hi):
-            _prefetch_dense_row(X, order, j)
+            if j + PREFETCH_AHEAD < hi:
+                _prefetch_row(X, order[j + PREFETCH_AHEAD])
             acc += _accumulate_dense(X, y, sw, order[j], w, part, K, loss_code, z, dz, False)
         losses[c] = acc
     total = 0.0
@@ -600,13 +681,15 @@ def epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, 
     n_steps = order.shape[0]
     loss_code = codes[_C_LOSS]
     loss_sum = 0.0
+    K = coef.shape[1]
+    w, g, st = coef.reshape(-1), grad.reshape(-1), state.reshape(state.shape[0], -1)
     for start in range(0, n_steps, batch_size):
         end = min(start + batch_size, n_steps)
         batch_loss = _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, losses, loss_code)
         loss_sum += batch_loss
         if not np.isfinite(batch_loss):
             return _NONFINITE, loss_sum
-        apply_step(coef, grad, state, t, codes, hp, 1.0 / (end - start), order, -1)
+        apply_step(w, g, st, K, t, codes, hp, 1.0 / (end - start), order, -1)
     if not _all_finite(coef):
         return _NONFINITE, loss_sum
     return _OK, loss_sum
@@ -731,8 +814,6 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
     n_steps = order.shape[0]
     step_t = t[0]  # the step clock and the update count, kept in registers
     updates = 0
-    data_line = _u(_CACHE_LINE // data.itemsize)  # elements per cache line
-    index_line = _u(_CACHE_LINE // indices.itemsize)
     for j in range(n_steps):
         # The row pointers of the sample 2 * PREFETCH_AHEAD ahead, then the row of the one
         # PREFETCH_AHEAD ahead: in a shuffled epoch both are cache misses, and an unprefetched
@@ -741,20 +822,9 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
         if j + 2 * PREFETCH_AHEAD < n_steps:
             _prefetch(indptr, order[j + 2 * PREFETCH_AHEAD])
         if j + PREFETCH_AHEAD < n_steps:
-            q = _u(order[j + PREFETCH_AHEAD])
-            qlo = _u(indptr[q])
-            qhi = _u(indptr[q + _U1])
-            if qhi > qlo:
-                ptr = qlo
-                while ptr < qhi:
-                    _prefetch(data, ptr)
-                    ptr += data_line
-                ptr = qlo
-                while ptr < qhi:
-                    _prefetch(indices, ptr)
-                    ptr += index_line
-                _prefetch(data, qhi - _U1)
-                _prefetch(indices, qhi - _U1)
+            q = order[j + PREFETCH_AHEAD]
+            _prefetch_span(data, indptr[q], indptr[q + 1])
+            _prefetch_span(indices, indptr[q], indptr[q + 1])
         i = _u(order[j])
         lo = _u(indptr[i])
         hi = _u(indptr[i + _U1])
@@ -824,8 +894,14 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
     A = 1.0
     B = 0.0
     loss_sum = 0.0
-    for j in range(order.shape[0]):
-        _prefetch_csr_row(data, indices, indptr, order, j)
+    n_steps = order.shape[0]
+    for j in range(n_steps):
+        if j + 2 * PREFETCH_AHEAD < n_steps:
+            _prefetch(indptr, order[j + 2 * PREFETCH_AHEAD])
+        if j + PREFETCH_AHEAD < n_steps:
+            q = order[j + PREFETCH_AHEAD]
+            _prefetch_span(data, indptr[q], indptr[q + 1])
+            _prefetch_span(indices, indptr[q], indptr[q + 1])
         i = order[j]
         lo = indptr[i]
         hi = indptr[i + 1]
@@ -938,6 +1014,7 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
     dz = work[1]
     mark = index_work[0]
     rows = index_work[1]
+    w, g, st = _flat(coef, grad, state)
     grad[:, :] = 0.0
     A = 1.0
     B = 0.0
@@ -959,7 +1036,12 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
                         counters[_COUNT_CATCHUPS] += _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho)
         batch_loss = 0.0
         for j in range(start, end):
-            _prefetch_csr_row(data, indices, indptr, order, j)
+            if j + 2 * PREFETCH_AHEAD < n_steps:
+                _prefetch(indptr, order[j + 2 * PREFETCH_AHEAD])
+            if j + PREFETCH_AHEAD < n_steps:
+                q = order[j + PREFETCH_AHEAD]
+                _prefetch_span(data, indptr[q], indptr[q + 1])
+                _prefetch_span(indices, indptr[q], indptr[q + 1])
             i = order[j]
             for k in range(K):
                 z[k] = coef[p, k]
@@ -986,10 +1068,10 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
         rows[nt] = p
         inv_b = 1.0 / (end - start)
         if mode == _SPARSE_DENSE:
-            apply_step(coef, grad, state, t, codes, hp, inv_b, rows, -1)
+            apply_step(w, g, st, K, t, codes, hp, inv_b, rows, -1)
             counters[_COUNT_UPDATES] += p1
         else:
-            lr = apply_step(coef, grad, state, t, codes, hp, inv_b, rows, nt + 1)
+            lr = apply_step(w, g, st, K, t, codes, hp, inv_b, rows, nt + 1)
             counters[_COUNT_UPDATES] += nt + 1
             if mode == _SPARSE_LAZY_EXACT:
                 a = 1.0 - lr * l2 if sgd else 1.0
