@@ -36,6 +36,7 @@ from llvmlite import ir  # noqa: E402
 from numba import njit, prange, types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
+from numba.np.arrayobj import populate_array  # noqa: E402
 
 from fastgd import _contract as C  # noqa: E402
 
@@ -153,6 +154,38 @@ def _prefetch_span(typingctx, arr, lo, hi):
     return sig, codegen
 
 
+@intrinsic
+def _borrowed(typingctx, *arrays):
+    """Views of ``arrays`` (same data, shapes and strides) that Numba does not reference-count,
+    as a tuple: ``X, y = _borrowed(X, y)``.
+
+    Numba increments and decrements the reference count of every array argument of every
+    compiled call it makes, and of every array passed to a helper inlined with
+    ``inline="always"``: atomic operations on the array's shared counter, which its
+    refcount pruner does not remove inside the kernels' loops (per step they cost as much
+    as a per-sample momentum update, and threads of a parallel loop contend for the same
+    counter). A view whose ``meminfo`` is NULL turns each of them into a test and a return.
+    The kernels take such views of their arguments on entry: safe because the views do
+    not outlive the call, during which the caller holds the arrays."""
+    arrays = arrays[0] if len(arrays) == 1 and isinstance(arrays[0], types.StarArgTuple) else arrays
+    if not all(isinstance(a, types.Array) for a in arrays):
+        return None
+    sig = types.Tuple(tuple(arrays))(types.StarArgTuple(tuple(arrays)))
+
+    def codegen(context, builder, signature, args):
+        [packed] = args
+        views = []
+        for k, aryty in enumerate(signature.return_type.types):
+            src = context.make_array(aryty)(context, builder, builder.extract_value(packed, k))
+            out = context.make_array(aryty)(context, builder)
+            populate_array(out, data=src.data, shape=src.shape, strides=src.strides, itemsize=src.itemsize,
+                           meminfo=None)
+            views.append(out._getvalue())
+        return context.make_tuple(builder, signature.return_type, views)
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _u(index):
     """A non-negative array index as unsigned: Numba then skips the negative-index
@@ -241,62 +274,66 @@ def sample_loss(loss_code, z, y, i, dz, K):
 
 # --- optimizer updates over a contiguous span [lo, hi) of the flattened parameters ---------
 # Every span function applies one optimizer rule to w[lo:hi] from g[lo:hi] * cs, adding the
-# coupled L2 term l2 * w; the loops carry no branches so LLVM can vectorise them.
+# coupled L2 term l2 * w; the loops carry no branches so LLVM can vectorise them. The state
+# comes as the 2-D ``st`` (slot, parameter) and the functions are called, not inlined: no
+# view is made and no array is reference-counted per step (see _prefetch), which for
+# per-sample momentum cost as much as the update itself.
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _sgd_span(w, g, lo, hi, cs, l2, lr):
     for q in range(lo, hi):
         w[q] = w[q] - lr * (g[q] * cs + l2 * w[q])
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _momentum_span(w, g, v, lo, hi, cs, l2, lr, mu, nesterov):
+@njit(cache=True, nogil=True)
+def _momentum_span(w, g, st, lo, hi, cs, l2, lr, mu, nesterov):
     if nesterov:
         for q in range(lo, hi):
             gq = g[q] * cs + l2 * w[q]
-            vq = mu * v[q] + gq
-            v[q] = vq
+            vq = mu * st[0, q] + gq
+            st[0, q] = vq
             w[q] = w[q] - lr * (gq + mu * vq)
     else:
         for q in range(lo, hi):
-            vq = mu * v[q] + g[q] * cs + l2 * w[q]
-            v[q] = vq
+            vq = mu * st[0, q] + g[q] * cs + l2 * w[q]
+            st[0, q] = vq
             w[q] = w[q] - lr * vq
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _adagrad_span(w, g, s, lo, hi, cs, l2, lr, eps):
+@njit(cache=True, nogil=True)
+def _adagrad_span(w, g, st, lo, hi, cs, l2, lr, eps):
     for q in range(lo, hi):
         gq = g[q] * cs + l2 * w[q]
-        sq = s[q] + gq * gq
-        s[q] = sq
+        sq = st[0, q] + gq * gq
+        st[0, q] = sq
         w[q] = w[q] - lr * gq / (np.sqrt(sq) + eps)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _rmsprop_span(w, g, a, lo, hi, cs, l2, lr, rho, eps):
+@njit(cache=True, nogil=True)
+def _rmsprop_span(w, g, st, lo, hi, cs, l2, lr, rho, eps):
     one = w.dtype.type(1.0)
     for q in range(lo, hi):
         gq = g[q] * cs + l2 * w[q]
-        aq = rho * a[q] + (one - rho) * gq * gq
-        a[q] = aq
+        aq = rho * st[0, q] + (one - rho) * gq * gq
+        st[0, q] = aq
         w[q] = w[q] - lr * gq / (np.sqrt(aq) + eps)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _adam_span(w, g, m, v, vmax, lo, hi, cs, l2, shrink, b1, b2, step_size, bc2_sqrt, eps, amsgrad):
+@njit(cache=True, nogil=True)
+def _adam_span(w, g, st, lo, hi, cs, l2, shrink, b1, b2, step_size, bc2_sqrt, eps, amsgrad):
+    """Adam / AMSGrad; ``st`` rows: first moment, second moment, running max (AMSGrad)."""
     one = w.dtype.type(1.0)
     for q in range(lo, hi):
         gq = g[q] * cs + l2 * w[q]
-        mq = b1 * m[q] + (one - b1) * gq
-        vq = b2 * v[q] + (one - b2) * gq * gq
-        m[q] = mq
-        v[q] = vq
+        mq = b1 * st[0, q] + (one - b1) * gq
+        vq = b2 * st[1, q] + (one - b2) * gq * gq
+        st[0, q] = mq
+        st[1, q] = vq
         if amsgrad:
-            if vq > vmax[q]:
-                vmax[q] = vq
-            vq = vmax[q]
+            if vq > st[2, q]:
+                st[2, q] = vq
+            vq = st[2, q]
         w[q] = w[q] * shrink - step_size * mq / (np.sqrt(vq) / bc2_sqrt + eps)
 
 
@@ -310,7 +347,7 @@ def _soft_threshold(v, thresh):
     return 0.0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _l1_span(w, lo, hi, thresh):
     for q in range(lo, hi):
         w[q] = _soft_threshold(w[q], thresh)
@@ -375,14 +412,13 @@ def apply_step(w, g, st, K, t, codes, hp, inv_b, rows, n_rows):
     if opt == _OPT_SGD:
         mu = hp[_H_MOM]
         if mu > 0:
-            v = st[0]
             nesterov = codes[_C_NEST] != 0
             if every:
-                _momentum_span(w, g, v, 0, p * K, csd, l2, lrd, dt(mu), nesterov)
-                _momentum_span(w, g, v, p * K, p1 * K, csd, zero, lrd, dt(mu), nesterov)
+                _momentum_span(w, g, st, 0, p * K, csd, l2, lrd, dt(mu), nesterov)
+                _momentum_span(w, g, st, p * K, p1 * K, csd, zero, lrd, dt(mu), nesterov)
             for j in range(0 if every else n_spans):
                 lo, hi, wt = _span(j, every, rows, K, p)
-                _momentum_span(w, g, v, lo, hi, csd, l2 if wt else zero, lrd, dt(mu), nesterov)
+                _momentum_span(w, g, st, lo, hi, csd, l2 if wt else zero, lrd, dt(mu), nesterov)
         else:
             if every:
                 _sgd_span(w, g, 0, p * K, csd, l2, lrd)
@@ -391,44 +427,39 @@ def apply_step(w, g, st, K, t, codes, hp, inv_b, rows, n_rows):
                 lo, hi, wt = _span(j, every, rows, K, p)
                 _sgd_span(w, g, lo, hi, csd, l2 if wt else zero, lrd)
     elif opt == _OPT_ADAGRAD:
-        s = st[0]
         eps = dt(hp[_H_EPS])
         if every:
-            _adagrad_span(w, g, s, 0, p * K, csd, l2, lrd, eps)
-            _adagrad_span(w, g, s, p * K, p1 * K, csd, zero, lrd, eps)
+            _adagrad_span(w, g, st, 0, p * K, csd, l2, lrd, eps)
+            _adagrad_span(w, g, st, p * K, p1 * K, csd, zero, lrd, eps)
         for j in range(0 if every else n_spans):
             lo, hi, wt = _span(j, every, rows, K, p)
-            _adagrad_span(w, g, s, lo, hi, csd, l2 if wt else zero, lrd, eps)
+            _adagrad_span(w, g, st, lo, hi, csd, l2 if wt else zero, lrd, eps)
     elif opt == _OPT_RMSPROP:
-        a = st[0]
         rho = dt(hp[_H_RHO])
         eps = dt(hp[_H_EPS])
         if every:
-            _rmsprop_span(w, g, a, 0, p * K, csd, l2, lrd, rho, eps)
-            _rmsprop_span(w, g, a, p * K, p1 * K, csd, zero, lrd, rho, eps)
+            _rmsprop_span(w, g, st, 0, p * K, csd, l2, lrd, rho, eps)
+            _rmsprop_span(w, g, st, p * K, p1 * K, csd, zero, lrd, rho, eps)
         for j in range(0 if every else n_spans):
             lo, hi, wt = _span(j, every, rows, K, p)
-            _rmsprop_span(w, g, a, lo, hi, csd, l2 if wt else zero, lrd, rho, eps)
+            _rmsprop_span(w, g, st, lo, hi, csd, l2 if wt else zero, lrd, rho, eps)
     else:
         b1 = hp[_H_B1]
         b2 = hp[_H_B2]
         amsgrad = codes[_C_AMS] != 0
-        m = st[0]
-        v = st[1]
-        vmax = st[2] if amsgrad else st[1]
         shrink = dt(1.0 - lr * hp[_H_WD])
         one = dt(1.0)
         step_size = dt(lr / (1.0 - b1 ** float(step)))
         bc2_sqrt = dt(np.sqrt(1.0 - b2 ** float(step)))
         eps = dt(hp[_H_EPS])
         if every:
-            _adam_span(w, g, m, v, vmax, 0, p * K, csd, l2, shrink, dt(b1), dt(b2), step_size, bc2_sqrt,
+            _adam_span(w, g, st, 0, p * K, csd, l2, shrink, dt(b1), dt(b2), step_size, bc2_sqrt,
                        eps, amsgrad)
-            _adam_span(w, g, m, v, vmax, p * K, p1 * K, csd, zero, one, dt(b1), dt(b2), step_size,
+            _adam_span(w, g, st, p * K, p1 * K, csd, zero, one, dt(b1), dt(b2), step_size,
                        bc2_sqrt, eps, amsgrad)
         for j in range(0 if every else n_spans):
             lo, hi, wt = _span(j, every, rows, K, p)
-            _adam_span(w, g, m, v, vmax, lo, hi, csd, l2 if wt else zero, shrink if wt else one,
+            _adam_span(w, g, st, lo, hi, csd, l2 if wt else zero, shrink if wt else one,
                        dt(b1), dt(b2), step_size, bc2_sqrt, eps, amsgrad)
     thresh = dt(lr * hp[_H_L1])
     if thresh > 0:
@@ -512,10 +543,35 @@ def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign):
     return s * loss
 
 
+@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _add_gradients_1(X, y, sw, order, lo, hi, stop, w, g, loss_code):
+    """Add the weighted single-output gradients of the samples ``order[lo:hi]`` into the flat
+    ``g``; return their weighted loss sum. Rows are prefetched ahead up to ``order[stop]``.
+    (The loop of one batch or one chunk, free of per-sample calls and views.)"""
+    p = X.shape[1]
+    total = 0.0
+    for j in range(lo, hi):
+        if j + PREFETCH_AHEAD < stop:
+            _prefetch_row(X, order[j + PREFETCH_AHEAD])
+        i = _u(order[j])
+        acc = w[p]
+        for f in range(p):
+            acc += X[i, f] * w[f]
+        loss, d = _loss_1(loss_code, acc, y[i, 0])
+        s = sw[i]
+        d *= s
+        total += s * loss
+        for f in range(p):
+            g[f] += X[i, f] * d
+        g[p] += d
+    return total
+
+
 @njit(cache=True, nogil=True, fastmath=_FAST)
 def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
     """Per-sample plain SGD with one output: gradient and update fused into one pass,
     ``w <- (1 - lr * l2) * w - lr * s * dloss * x`` (then the L1 step)."""
+    (X, y, sw, order, coef, t, codes, hp, z, dz) = _borrowed(X, y, sw, order, coef, t, codes, hp, z, dz)
     p = X.shape[1]
     w = coef.reshape(p + 1)
     dt = w.dtype.type
@@ -558,6 +614,8 @@ def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size,
     """The batch loop of :func:`epoch_dense`. Inlined twice, with ``K`` the literal 1 and
     with ``K`` read at run time: the single-output loop nest then compiles without the
     multi-output branches (measured 1.5x faster on mini-batch epochs)."""
+    (X, y, sw, order, coef, state, t, codes, hp, grad, work) = _borrowed(
+        X, y, sw, order, coef, state, t, codes, hp, grad, work)
     n_steps = order.shape[0]
     loss_code = codes[_C_LOSS]
     z = work[0]
@@ -568,25 +626,9 @@ def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size,
     for start in range(0, n_steps, batch_size):
         end = min(start + batch_size, n_steps)
         if K == 1:
-            # the single-output sample gradients written in place: no helper taking arrays
-            # (see _prefetch) in the per-sample loop
             for q in range(p + 1):
                 g[q] = 0.0
-            batch_loss = 0.0
-            for j in range(start, end):
-                if j + PREFETCH_AHEAD < n_steps:
-                    _prefetch_row(X, order[j + PREFETCH_AHEAD])
-                i = _u(order[j])
-                acc = w[p]
-                for f in range(p):
-                    acc += X[i, f] * w[f]
-                loss, d = _loss_1(loss_code, acc, y[i, 0])
-                s = sw[i]
-                d *= s
-                batch_loss += s * loss
-                for f in range(p):
-                    g[f] += X[i, f] * d
-                g[p] += d
+            batch_loss = _add_gradients_1(X, y, sw, order, start, end, n_steps, w, g, loss_code)
         elif end - start == 1:
             if start + PREFETCH_AHEAD < n_steps:
                 _prefetch_row(X, order[start + PREFETCH_AHEAD])
@@ -645,6 +687,8 @@ def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, l
     """``grad`` = sum over ``order[start:end]`` of the weighted sample gradients; returns the
     weighted loss sum. ``partial`` (N_CHUNKS, p + 1, K), ``pwork`` (N_CHUNKS, WORK_ROWS, K)
     and ``losses`` (N_CHUNKS,) are scratch."""
+    (X, y, sw, order, coef, grad, partial, pwork, losses) = _borrowed(
+        X, y, sw, order, coef, grad, partial, pwork, losses)
     b = end - start
     K = coef.shape[1]
     w = coef.reshape(coef.size)
@@ -653,13 +697,16 @@ def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, l
         hi = start + (b * (c + 1)) // N_CHUNKS
         part = partial[c].reshape(coef.size)
         part[:] = 0.0
-        z = pwork[c, 0]
-        dz = pwork[c, 1]
-        acc = 0.0
-        for j in range(lo, hi):
-            if j + PREFETCH_AHEAD < hi:
-                _prefetch_row(X, order[j + PREFETCH_AHEAD])
-            acc += _accumulate_dense(X, y, sw, order[j], w, part, K, loss_code, z, dz, False)
+        if K == 1:
+            acc = _add_gradients_1(X, y, sw, order, lo, hi, hi, w, part, loss_code)
+        else:
+            z = pwork[c, 0]
+            dz = pwork[c, 1]
+            acc = 0.0
+            for j in range(lo, hi):
+                if j + PREFETCH_AHEAD < hi:
+                    _prefetch_row(X, order[j + PREFETCH_AHEAD])
+                acc += _accumulate_dense(X, y, sw, order[j], w, part, K, loss_code, z, dz, False)
         losses[c] = acc
     total = 0.0
     for c in range(N_CHUNKS):
@@ -678,6 +725,8 @@ def epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, 
                         partial, pwork, losses):
     """:func:`epoch_dense` for large batches: each batch gradient accumulated on all cores by
     :func:`_chunked_gradient` (same mathematics, summed in a fixed chunk order)."""
+    (X, y, sw, order, coef, state, t, codes, hp, grad, work, partial, pwork, losses) = _borrowed(
+        X, y, sw, order, coef, state, t, codes, hp, grad, work, partial, pwork, losses)
     n_steps = order.shape[0]
     loss_code = codes[_C_LOSS]
     loss_sum = 0.0
@@ -804,6 +853,8 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
     ``v_c -= lr * s * dloss * x_c / S``: the same model as the dense step, O(nnz) per step and
     no per-coordinate bookkeeping (the working set is the weights alone). ``S`` is folded
     into ``v`` when it falls below 1e-9, at a non-positive ``a``, and at the end of the epoch."""
+    (data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters) = _borrowed(
+        data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters)
     p = coef.shape[0] - 1
     v = coef.reshape(p + 1)
     dt = v.dtype.type
@@ -885,6 +936,10 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
     """Per-sample plain SGD with one output on canonical CSR rows, exact and lazy: each
     coordinate of the row is caught up inside the dot product, then stepped in full (the
     same arithmetic as the dense path) with its snapshot recorded in the same pass."""
+    (data, indices, indptr, y, sw, order, coef, state, t, codes, hp, z, dz, lazy_work, mark,
+     counters) = _borrowed(
+        data, indices, indptr, y, sw, order, coef, state, t, codes, hp, z, dz, lazy_work, mark,
+        counters)
     p = coef.shape[0] - 1
     w = coef.reshape(p + 1)
     dt = w.dtype.type
@@ -1000,6 +1055,10 @@ def _start_lazy_epoch(coef, t, lazy_work, mark):
 @njit(cache=True, nogil=True)
 def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                        batch_size, grad, work, lazy_work, index_work, counters):
+    (data, indices, indptr, y, sw, order, coef, state, t, codes, hp, grad, work, lazy_work,
+     index_work, counters) = _borrowed(
+        data, indices, indptr, y, sw, order, coef, state, t, codes, hp, grad, work, lazy_work,
+        index_work, counters)
     n_steps = order.shape[0]
     p1, K = coef.shape
     p = p1 - 1
