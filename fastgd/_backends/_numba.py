@@ -188,6 +188,20 @@ def _u(index):
     return np.uint64(index)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps):
+    """Prefetch, at step ``j`` of a shuffled CSR epoch, the row pointers of the sample
+    ``2 * PREFETCH_AHEAD`` ahead and the values and column indices of the row
+    ``PREFETCH_AHEAD`` ahead: both are cache misses, and an unprefetched ``indptr`` read
+    stalls the row prefetch that needs it (measured: half of the per-sample epoch)."""
+    if j + 2 * PREFETCH_AHEAD < n_steps:
+        _prefetch(indptr, order[j + 2 * PREFETCH_AHEAD])
+    if j + PREFETCH_AHEAD < n_steps:
+        q = order[j + PREFETCH_AHEAD]
+        _prefetch_span(data, indptr[q], indptr[q + 1])
+        _prefetch_span(indices, indptr[q], indptr[q + 1])
+
+
 @njit(cache=True, nogil=True)
 def learning_rate(codes, hp, t):
     """The schedule of :mod:`fastgd.schedules` at step clock ``t`` / epoch ``hp[H_EPOCH]``."""
@@ -858,16 +872,8 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
     step_t = t[0]  # the step clock and the update count, kept in registers
     updates = 0
     for j in range(n_steps):
-        # The row pointers of the sample 2 * PREFETCH_AHEAD ahead, then the row of the one
-        # PREFETCH_AHEAD ahead: in a shuffled epoch both are cache misses, and an unprefetched
-        # indptr read stalls the row prefetch that needs it. Indices are unsigned (_u) so
-        # Numba adds no negative-index wraparound to each access.
-        if j + 2 * PREFETCH_AHEAD < n_steps:
-            _prefetch(indptr, order[j + 2 * PREFETCH_AHEAD])
-        if j + PREFETCH_AHEAD < n_steps:
-            q = order[j + PREFETCH_AHEAD]
-            _prefetch_span(data, indptr[q], indptr[q + 1])
-            _prefetch_span(indices, indptr[q], indptr[q + 1])
+        _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps)
+        # indices are unsigned (_u): Numba adds no negative-index wraparound to each access
         i = _u(order[j])
         lo = _u(indptr[i])
         hi = _u(indptr[i + _U1])
@@ -943,12 +949,7 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
     loss_sum = 0.0
     n_steps = order.shape[0]
     for j in range(n_steps):
-        if j + 2 * PREFETCH_AHEAD < n_steps:
-            _prefetch(indptr, order[j + 2 * PREFETCH_AHEAD])
-        if j + PREFETCH_AHEAD < n_steps:
-            q = order[j + PREFETCH_AHEAD]
-            _prefetch_span(data, indptr[q], indptr[q + 1])
-            _prefetch_span(indices, indptr[q], indptr[q + 1])
+        _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps)
         i = order[j]
         lo = indptr[i]
         hi = indptr[i + 1]
@@ -1087,12 +1088,7 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
                         counters[_COUNT_CATCHUPS] += _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho)
         batch_loss = 0.0
         for j in range(start, end):
-            if j + 2 * PREFETCH_AHEAD < n_steps:
-                _prefetch(indptr, order[j + 2 * PREFETCH_AHEAD])
-            if j + PREFETCH_AHEAD < n_steps:
-                q = order[j + PREFETCH_AHEAD]
-                _prefetch_span(data, indptr[q], indptr[q + 1])
-                _prefetch_span(indices, indptr[q], indptr[q + 1])
+            _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps)
             i = order[j]
             for k in range(K):
                 z[k] = coef[p, k]
