@@ -550,6 +550,21 @@ def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _margin_1(X, order, j, stop, w):
+    """Step ``j`` of a single-output dense loop: prefetch the row ``PREFETCH_AHEAD`` samples
+    ahead (while before ``order[stop]``), and return the sample's row index (unsigned) and
+    margin ``x . w[:p] + w[p]``."""
+    if j + PREFETCH_AHEAD < stop:
+        _prefetch_row(X, order[j + PREFETCH_AHEAD])
+    i = _u(order[j])
+    p = X.shape[1]
+    acc = w[p]
+    for f in range(p):
+        acc += X[i, f] * w[f]
+    return i, acc
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
 def _add_gradients_1(X, y, sw, order, lo, hi, stop, w, g, loss_code):
     """Add the weighted single-output gradients of the samples ``order[lo:hi]`` into the flat
     ``g``; return their weighted loss sum. Rows are prefetched ahead up to ``order[stop]``.
@@ -557,13 +572,8 @@ def _add_gradients_1(X, y, sw, order, lo, hi, stop, w, g, loss_code):
     p = X.shape[1]
     total = 0.0
     for j in range(lo, hi):
-        if j + PREFETCH_AHEAD < stop:
-            _prefetch_row(X, order[j + PREFETCH_AHEAD])
-        i = _u(order[j])
-        acc = w[p]
-        for f in range(p):
-            acc += X[i, f] * w[f]
-        loss, d = _loss_1(loss_code, acc, y[i, 0])
+        i, m = _margin_1(X, order, j, stop, w)
+        loss, d = _loss_1(loss_code, m, y[i, 0])
         s = sw[i]
         d *= s
         total += s * loss
@@ -588,13 +598,8 @@ def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
     n_steps = order.shape[0]
     step = t[0]
     for j in range(n_steps):
-        if j + PREFETCH_AHEAD < n_steps:
-            _prefetch_row(X, order[j + PREFETCH_AHEAD])
-        i = _u(order[j])
-        acc = w[p]
-        for f in range(p):
-            acc += X[i, f] * w[f]
-        loss, d = _loss_1(loss_code, acc, y[i, 0])
+        i, m = _margin_1(X, order, j, n_steps, w)
+        loss, d = _loss_1(loss_code, m, y[i, 0])
         loss *= sw[i]
         loss_sum += loss
         if not np.isfinite(loss):
