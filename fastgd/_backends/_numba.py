@@ -286,13 +286,13 @@ def sample_loss(loss_code, z, y, i, dz, K):
 # comes as the 2-D ``st`` (slot, parameter), so a step makes no view of it.
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _sgd_span(w, g, lo, hi, cs, l2, lr):
     for q in range(lo, hi):
         w[q] = w[q] - lr * (g[q] * cs + l2 * w[q])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _momentum_span(w, g, st, lo, hi, cs, l2, lr, mu, nesterov):
     if nesterov:
         for q in range(lo, hi):
@@ -307,7 +307,7 @@ def _momentum_span(w, g, st, lo, hi, cs, l2, lr, mu, nesterov):
             w[q] = w[q] - lr * vq
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _adagrad_span(w, g, st, lo, hi, cs, l2, lr, eps):
     for q in range(lo, hi):
         gq = g[q] * cs + l2 * w[q]
@@ -316,7 +316,7 @@ def _adagrad_span(w, g, st, lo, hi, cs, l2, lr, eps):
         w[q] = w[q] - lr * gq / (np.sqrt(sq) + eps)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _rmsprop_span(w, g, st, lo, hi, cs, l2, lr, rho, eps):
     one = w.dtype.type(1.0)
     for q in range(lo, hi):
@@ -326,7 +326,7 @@ def _rmsprop_span(w, g, st, lo, hi, cs, l2, lr, rho, eps):
         w[q] = w[q] - lr * gq / (np.sqrt(aq) + eps)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _adam_span(w, g, st, lo, hi, cs, l2, shrink, b1, b2, step_size, bc2_sqrt, eps, amsgrad):
     """Adam / AMSGrad; ``st`` rows: first moment, second moment, running max (AMSGrad)."""
     one = w.dtype.type(1.0)
@@ -353,7 +353,7 @@ def _soft_threshold(v, thresh):
     return 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _l1_span(w, lo, hi, thresh):
     for q in range(lo, hi):
         w[q] = _soft_threshold(w[q], thresh)
