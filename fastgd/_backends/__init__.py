@@ -15,9 +15,9 @@ BACKENDS = ("numpy", "numba", "cython")
 _MODULES = {"numpy": "._reference", "numba": "._numba", "cython": "._cython"}
 # Order of preference for "auto", from measurements side by side in one process (README,
 # Performance; ``python -m bench.compare``): the two compiled engines are within about 20 % of
-# each other on every workload measured (Cython ahead on float64 mini-batch epochs, Numba on
-# float32 per-sample ones), and Cython compiles nothing at first use, so a first fit is as
-# quick as scikit-learn's. Numba is the fallback when the extension is not built; the
+# each other on most workloads (Cython ahead on float64 mini-batch epochs and per-sample
+# momentum and Adam, Numba on float32 per-sample SGD), and Cython compiles nothing at first
+# use, so a first fit is as quick as scikit-learn's. Numba is the fallback when the extension is not built; the
 # reference comes last.
 _AUTO_ORDER = ("cython", "numba", "numpy")
 _loaded = {}
