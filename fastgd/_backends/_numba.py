@@ -491,18 +491,12 @@ def _all_finite(a):
 def _margins_dense(xi, w, K, z):
     """Margins of row ``xi`` under the flat parameters ``w`` ((p + 1) * K, intercept last)."""
     p = xi.shape[0]
-    if K == 1:
-        acc = w[p]
-        for f in range(p):
-            acc += xi[f] * w[f]
-        z[0] = acc
-    else:
+    for k in range(K):
+        z[k] = w[p * K + k]
+    for f in range(p):
+        xf = xi[f]
         for k in range(K):
-            z[k] = w[p * K + k]
-        for f in range(p):
-            xf = xi[f]
-            for k in range(K):
-                z[k] += xf * w[f * K + k]
+            z[k] += xf * w[f * K + k]
 
 
 # Reassociation lets LLVM vectorise the dot-product reduction (results move in the last
@@ -514,8 +508,9 @@ _FAST = {"reassoc", "contract"}
 @njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
 def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign):
     """Add (or, if ``assign``, write) sample ``i``'s weighted gradient into the flat gradient
-    ``g``; return its weighted loss. ``w`` and ``g`` are flat views made once per epoch:
-    a reshape per sample costs a run-time call in Numba (measured 3x on mini-batch epochs)."""
+    ``g``; return its weighted loss. The multi-output case (one output is
+    :func:`_add_gradients_1`). ``w`` and ``g`` are flat views made once per epoch: a reshape
+    per sample costs a run-time call in Numba (measured 3x on mini-batch epochs)."""
     p = X.shape[1]
     xi = X[i]
     _margins_dense(xi, w, K, z)
@@ -523,29 +518,18 @@ def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign):
     s = sw[i]
     for k in range(K):
         dz[k] *= s
-    if K == 1:
-        d = dz[0]
-        if assign:
-            for f in range(p):
-                g[f] = xi[f] * d
-            g[p] = d
-        else:
-            for f in range(p):
-                g[f] += xi[f] * d
-            g[p] += d
-    else:
-        for f in range(p):
-            xf = xi[f]
-            for k in range(K):
-                if assign:
-                    g[f * K + k] = xf * dz[k]
-                else:
-                    g[f * K + k] += xf * dz[k]
+    for f in range(p):
+        xf = xi[f]
         for k in range(K):
             if assign:
-                g[p * K + k] = dz[k]
+                g[f * K + k] = xf * dz[k]
             else:
-                g[p * K + k] += dz[k]
+                g[f * K + k] += xf * dz[k]
+    for k in range(K):
+        if assign:
+            g[p * K + k] = dz[k]
+        else:
+            g[p * K + k] += dz[k]
     return s * loss
 
 
@@ -742,7 +726,7 @@ def epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, 
     loss_code = codes[_C_LOSS]
     loss_sum = 0.0
     K = coef.shape[1]
-    w, g, st = coef.reshape(-1), grad.reshape(-1), state.reshape(state.shape[0], -1)
+    w, g, st = _flat(coef, grad, state)
     for start in range(0, n_steps, batch_size):
         end = min(start + batch_size, n_steps)
         batch_loss = _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, losses, loss_code)
