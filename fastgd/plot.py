@@ -335,7 +335,7 @@ def plot_loss_surface(X, y, *, paths=(), labels=None, loss=None, alpha=0.0, dims
     else:
         ax = _new_axes(ax)
         ax.contour(A, B, Z, levels=levels, cmap="viridis", linewidths=0.8)
-        ax.plot(center[dims[0]], center[dims[1]], marker="*", color="k", markersize=12, linestyle="none",
+        ax.plot(center[dims[0]], center[dims[1]], marker="*", color="k", markersize=12, linestyle="none", zorder=5,
                 label="minimum" if at_minimum else "center")
     for q, xy, label in zip(paths, coords, labels):
         label = label or (_describe(q) if hasattr(q, "get_params") else None)
