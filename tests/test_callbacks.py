@@ -327,6 +327,21 @@ def test_progress_bar_stops_early_with_the_fit():
     assert (bar.n, bar.total) == (3, 100)
 
 
+def test_a_progress_bar_is_shared_by_clones_so_model_selection_works():
+    tqdm = pytest.importorskip("tqdm")
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    bar = tqdm.tqdm(file=io.StringIO())
+    reg = LinearRegression(max_iter=3, tol=None, progress=bar)
+    twin = clone(reg)
+    assert twin.progress is bar and reg.progress is bar and twin is not reg
+    X, y = reg_data()
+    assert len(cross_val_score(reg, X, y, cv=2)) == 2
+    assert (bar.n, bar.total) == (3, 3)
+    bar.close()
+
+
 def test_make_bar():
     tqdm = pytest.importorskip("tqdm")
     assert make_bar(False) is None and make_bar(None) is None

@@ -234,15 +234,19 @@ class BaseGD(BaseEstimator):
         return self
 
     def _monitor(self, ts, settings, n_epochs, n_train, continued):
-        """The callbacks, progress bar and path recording of this call (None if none is asked)."""
-        if self.callbacks is None and _no_bar(self.progress) and not self.record_path:
+        """The callbacks, progress bar and path recording of this call (None if none is asked).
+        A subclass without these parameters trains unwatched."""
+        callbacks = getattr(self, "callbacks", None)
+        progress = getattr(self, "progress", False)
+        record_path = getattr(self, "record_path", False)
+        if callbacks is None and _no_bar(progress) and not record_path:
             return None
         previous_path = None
-        if continued and self.record_path and hasattr(self, "coef_path_"):
+        if continued and record_path and hasattr(self, "coef_path_"):
             previous_path = (self.coef_path_, self.intercept_path_)
         return TrainingMonitor(
-            ts.coef, self._coef_views, callbacks=self.callbacks, progress=self.progress,
-            record_path=self.record_path, n_epochs=n_epochs,
+            ts.coef, self._coef_views, callbacks=callbacks, progress=progress, record_path=record_path,
+            n_epochs=n_epochs,
             steps_per_epoch=math.ceil(n_train / settings.batch_size), previous_path=previous_path,
             desc=type(self).__name__, verbose=self.verbose,
         )
@@ -305,6 +309,20 @@ class BaseGD(BaseEstimator):
         if X.dtype != W.dtype:
             X = X.astype(W.dtype)
         return np.asarray(X @ W + b)
+
+    def __sklearn_clone__(self):
+        # A tqdm bar given as ``progress`` is shared with the clone, not deep-copied (tqdm bars
+        # cannot be), so GridSearchCV and cross_val_score work with one; each fit resets it.
+        progress = getattr(self, "progress", False)
+        if progress is None or isinstance(progress, (bool, np.bool_)):
+            return super().__sklearn_clone__()
+        self.progress = False
+        try:
+            twin = super().__sklearn_clone__()
+        finally:
+            self.progress = progress
+        twin.progress = progress
+        return twin
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
