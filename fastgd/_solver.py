@@ -4,7 +4,8 @@
 ``partial_fit`` to the next). :func:`train` draws each epoch's sample order, calls the
 backend's epoch kernel, and applies the convergence tests of the reference notes: the change
 of the epoch loss (``tol`` with ``n_iter_no_change`` patience), the gradient norm
-(``grad_tol``), and early stopping on held-out data.
+(``grad_tol``), and early stopping on held-out data. After each epoch it hands the epoch to
+the ``Settings.monitor`` (callbacks, progress bar, recorded path: :mod:`fastgd.callbacks`).
 """
 
 import time

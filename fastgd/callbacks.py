@@ -202,9 +202,9 @@ class TrainingMonitor:
     def __init__(self, coef, coef_views, *, callbacks=None, progress=False, record_path=False, n_epochs=1,
                  steps_per_epoch=1, previous_path=None, desc=None, verbose=0):
         self.callbacks = check_callbacks(callbacks)
-        self.record = {False: None, True: "epoch", "epoch": "epoch", "step": "step"}.get(record_path, record_path)
-        if self.record not in (None, "epoch", "step"):
+        if record_path not in (False, True, "epoch", "step"):
             raise ValueError(f"record_path must be False, True, 'epoch' or 'step'; got {record_path!r}.")
+        self.record = {False: None, True: "epoch"}.get(record_path, record_path)
         self.coef_views = coef_views
         self.verbose = verbose
         self.start = time.perf_counter()

@@ -62,15 +62,15 @@ def _curves(obj, label, x):
                          "plain curves only know epochs.")
     if hasattr(obj, "get_params"):
         if not hasattr(obj, "loss_curve_"):
-            raise ValueError(f"{type(obj).__name__} is not fitted: it has no loss_curve_ to draw; call fit first.")
+            raise ValueError(f"{type(obj).__name__} is not fitted: it has no loss_curve_ to draw; "
+                             "call fit first.")
         losses_ = np.asarray(obj.loss_curve_, dtype=np.float64)
         scores = getattr(obj, "validation_scores_", None)
-        first = obj.n_iter_ - len(losses_) + 1
-        return (label or _describe(obj), np.arange(first, first + len(losses_)), losses_,
+        return (label or _describe(obj), np.arange(1, len(losses_) + 1), losses_,
                 None if scores is None else np.asarray(scores, dtype=np.float64))
     losses_ = np.asarray(obj, dtype=np.float64)
     if losses_.ndim != 1:
-        raise ValueError(f"a learning curve is a 1-D sequence of losses; got an array of shape {losses_.shape}.")
+        raise ValueError(f"a learning curve is a 1-D sequence of losses; got shape {losses_.shape}.")
     return label or "training", np.arange(1, len(losses_) + 1), losses_, None
 
 
@@ -151,7 +151,8 @@ class _Objective:
     def __init__(self, X, y, loss_code, l2, l1, sample_weight):
         self.X = np.asarray(X, dtype=np.float64)
         self.y = np.asarray(y, dtype=np.float64).reshape(-1, 1)
-        self.sw = np.ones(len(self.y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        n = len(self.y)
+        self.sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         self.code, self.l2, self.l1 = loss_code, l2, l1
         self.p = self.X.shape[1]
 
@@ -204,17 +205,19 @@ class _Objective:
 def _path_coordinates(path, dims, p):
     if hasattr(path, "get_params"):
         if not hasattr(path, "coef_path_"):
-            raise ValueError(f"{type(path).__name__} has no coef_path_: fit it with record_path=True (after every "
-                             "epoch) or record_path='step' (after every step) to draw its path.")
+            raise ValueError(f"{type(path).__name__} has no coef_path_: fit it with record_path=True (after "
+                             "every epoch) or record_path='step' (after every step) to draw its path.")
         m = len(path.coef_path_)
-        theta = np.column_stack([np.reshape(path.coef_path_, (m, -1)), np.reshape(path.intercept_path_, (m, -1))])
+        theta = np.column_stack([np.reshape(path.coef_path_, (m, -1)),
+                                 np.reshape(path.intercept_path_, (m, -1))])
         if theta.shape[1] != p + 1:
-            raise ValueError(f"the path has {theta.shape[1]} parameters; a loss surface is drawn for single-output "
-                             f"models with {p} features and an intercept ({p + 1}).")
+            raise ValueError(f"the path has {theta.shape[1]} parameters; a loss surface is drawn for "
+                             f"single-output models with {p} features and an intercept ({p + 1}).")
         return theta[:, list(dims)]
     xy = np.asarray(path, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"a path is a fitted estimator with coef_path_ or an array of shape (m, 2); got {xy.shape}.")
+        raise ValueError(f"a path is a fitted estimator with coef_path_ or an array of shape (m, 2); "
+                         f"got {xy.shape}.")
     return xy
 
 
@@ -230,8 +233,8 @@ def _loss_of(estimator, y):
     return C.LOSS_LOG, l2, l1, (np.asarray(y) == classes[1]).astype(np.float64)
 
 
-def plot_loss_surface(X, y, *, paths=(), labels=None, loss=None, alpha=0.0, dims=None, center=None, extent=None,
-                      resolution=80, levels=25, kind="contour", sample_weight=None, ax=None):
+def plot_loss_surface(X, y, *, paths=(), labels=None, loss=None, alpha=0.0, dims=None, center=None,
+                      extent=None, resolution=80, levels=25, kind="contour", sample_weight=None, ax=None):
     """The loss surface J(w, b) with the paths optimizers took down it.
 
     For one feature this is the notes' picture: the objective of ``y = w x + b`` over the
@@ -279,8 +282,9 @@ def plot_loss_surface(X, y, *, paths=(), labels=None, loss=None, alpha=0.0, dims
     if kind not in ("contour", "surface"):
         raise ValueError(f"kind must be 'contour' or 'surface'; got {kind!r}.")
     X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}.")
+    if X.ndim != 2 or np.ndim(y) != 1 or len(y) != len(X):
+        raise ValueError(f"X must be 2-D (n_samples, n_features) and y 1-D (n_samples,) (a surface is drawn "
+                         f"for single-output models); got shapes {X.shape} and {np.shape(y)}.")
     p = X.shape[1]
     if isinstance(paths, dict):
         labels = list(paths) if labels is None else labels
@@ -309,7 +313,8 @@ def plot_loss_surface(X, y, *, paths=(), labels=None, loss=None, alpha=0.0, dims
     at_minimum = center is None
     center = objective.minimum() if at_minimum else np.asarray(center, dtype=np.float64).copy()
     if center.shape != (p + 1,):
-        raise ValueError(f"center must have n_features + 1 = {p + 1} values ([w..., b]); got shape {center.shape}.")
+        raise ValueError(f"center must have n_features + 1 = {p + 1} values ([w..., b]); "
+                         f"got shape {center.shape}.")
     coords = [_path_coordinates(q, dims, p) for q in paths]
     if extent is None:
         pts = np.vstack([center[list(dims)][None, :]] + coords)
@@ -317,7 +322,8 @@ def plot_loss_surface(X, y, *, paths=(), labels=None, loss=None, alpha=0.0, dims
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         pad = np.maximum(0.15 * (hi - lo), 0.5 * np.maximum(np.abs(center[list(dims)]), 1.0) * (hi == lo))
         extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
-    A, B = np.meshgrid(np.linspace(extent[0], extent[1], resolution), np.linspace(extent[2], extent[3], resolution))
+    A, B = np.meshgrid(np.linspace(extent[0], extent[1], resolution),
+                       np.linspace(extent[2], extent[3], resolution))
     Z = objective.on_plane(center, dims, A, B)
     z_min = objective.value_and_grad(center)[0]
     if isinstance(levels, Integral):
@@ -335,8 +341,8 @@ def plot_loss_surface(X, y, *, paths=(), labels=None, loss=None, alpha=0.0, dims
     else:
         ax = _new_axes(ax)
         ax.contour(A, B, Z, levels=levels, cmap="viridis", linewidths=0.8)
-        ax.plot(center[dims[0]], center[dims[1]], marker="*", color="k", markersize=12, linestyle="none", zorder=5,
-                label="minimum" if at_minimum else "center")
+        ax.plot(center[dims[0]], center[dims[1]], marker="*", color="k", markersize=12, linestyle="none",
+                zorder=5, label="minimum" if at_minimum else "center")
     for q, xy, label in zip(paths, coords, labels):
         label = label or (_describe(q) if hasattr(q, "get_params") else None)
         if kind == "surface":
@@ -349,7 +355,8 @@ def plot_loss_surface(X, y, *, paths=(), labels=None, loss=None, alpha=0.0, dims
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
     where = "the minimum" if at_minimum else "center"
-    ax.set_title("Loss surface J(w, b)" if p == 1 else f"Loss surface: slice through {where}, ({names[0]}, {names[1]})")
+    ax.set_title("Loss surface J(w, b)" if p == 1
+                 else f"Loss surface: slice through {where}, ({names[0]}, {names[1]})")
     ax.legend(fontsize="small")
     return ax
 
@@ -385,7 +392,8 @@ def plot_schedule(schedule, n_steps, *, learning_rate=0.01, steps_per_epoch=1, l
     if not (isinstance(steps_per_epoch, Integral) and steps_per_epoch > 0):
         raise ValueError(f"steps_per_epoch must be a positive integer; got {steps_per_epoch!r}.")
     if schedule.needs_horizon():
-        schedule = schedule.with_horizon(n_steps if schedule.unit == "step" else math.ceil(n_steps / steps_per_epoch))
+        per_unit = 1 if schedule.unit == "step" else steps_per_epoch
+        schedule = schedule.with_horizon(math.ceil(n_steps / per_unit))
     steps = np.arange(n_steps)
     clock = steps if schedule.unit == "step" else steps // steps_per_epoch
     ax = _new_axes(ax)
@@ -437,7 +445,8 @@ def plot_time_to_accuracy(results, *, thresholds=(1e-2, 1e-3, 1e-4), ax=None):
         for cname, runs in tr.get("fastgd", {}).items():
             if runs:
                 t, s = zip(*runs[0])
-                ax_.plot(t, np.maximum(np.asarray(s, dtype=np.float64), _FLOOR), marker=".", label=f"fastgd {cname}")
+                ax_.plot(t, np.maximum(np.asarray(s, dtype=np.float64), _FLOOR), marker=".",
+                         label=f"fastgd {cname}")
         for pname, run in tr.get("peers", {}).items():
             if run:
                 t, s = zip(*run)
@@ -446,8 +455,8 @@ def plot_time_to_accuracy(results, *, thresholds=(1e-2, 1e-3, 1e-4), ax=None):
         for pname, times in tr.get("peer_fit_times", {}).items():
             sub = tr.get("peer_suboptimality", {}).get(pname)
             if sub is not None:
-                ax_.scatter([np.median(times)], [max(sub, _FLOOR)], marker="*", s=120, label=f"{pname} (default fit)",
-                            zorder=5)
+                ax_.scatter([np.median(times)], [max(sub, _FLOOR)], marker="*", s=120,
+                            label=f"{pname} (default fit)", zorder=5)
         for eps in thresholds:
             ax_.axhline(eps, color="grey", linewidth=0.5)
         ax_.set_xscale("log")
