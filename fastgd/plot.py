@@ -107,6 +107,17 @@ def plot_learning_curves(estimators_or_curves, *, labels=None, log_scale=False, 
     -------
     matplotlib.axes.Axes
         The Axes of the training curves (the validation axis is its ``twinx``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastgd import LinearRegression
+    >>> from fastgd.plot import plot_learning_curves
+    >>> X = np.array([[1.0], [2.0]]); y = np.array([2.0, 4.0])
+    >>> reg = LinearRegression(optimizer="sgd", learning_rate=0.1, max_iter=20, tol=None).fit(X, y)
+    >>> ax = plot_learning_curves(reg, log_scale=True)
+    >>> ax.get_lines()[0].get_ydata()[:3].round(4).tolist()
+    [10.0, 1.06, 0.1732]
     """
     if x not in ("epoch", "time"):
         raise ValueError(f"x must be 'epoch' or 'time'; got {x!r}.")
@@ -278,6 +289,21 @@ def plot_loss_surface(X, y, *, paths=(), labels=None, loss=None, alpha=0.0, dims
     Returns
     -------
     matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastgd import LinearRegression
+    >>> from fastgd.plot import plot_loss_surface
+    >>> X = np.array([[1.0], [2.0]]); y = np.array([2.0, 4.0])
+    >>> reg = LinearRegression(optimizer="sgd", learning_rate=0.1, max_iter=50, tol=None, record_path=True)
+    >>> ax = plot_loss_surface(X, y, paths={"gradient descent": reg.fit(X, y)})
+    >>> [line.get_label() for line in ax.get_lines()]
+    ['minimum', 'gradient descent']
+    >>> np.allclose(ax.get_lines()[0].get_xydata(), [[2.0, 0.0]])  # w = 2, b = 0: least squares
+    True
+    >>> ax.get_lines()[1].get_xydata()[:3].round(4).tolist()  # the notes' first iterations
+    [[0.0, 0.0], [1.0, 0.6], [1.32, 0.78]]
     """
     if kind not in ("contour", "surface"):
         raise ValueError(f"kind must be 'contour' or 'surface'; got {kind!r}.")
