@@ -109,8 +109,8 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
         is the starting point; ``partial_fit`` appends to the path. Memory: one row of
         ``n_outputs * (n_features + 1)`` values per epoch (per step with ``"step"``, i.e.
         ``ceil(n_samples / batch_size)`` rows per epoch; more than 1 GiB is refused). With
-        ``"step"`` each step is its own kernel call (the same steps, in the same order, with
-        a few microseconds of Python per step): meant for small problems and pictures. With
+        ``"step"`` each step is its own kernel call (the same steps, in the same order, plus
+        10-40 microseconds of Python per step): meant for small problems and pictures. With
         ``early_stopping`` the path runs to the last epoch, while ``coef_`` is the best one.
 
     Attributes
