@@ -41,6 +41,19 @@ def _new_axes(ax, **subplot_kw):
     return _pyplot().figure().add_subplot(**subplot_kw)
 
 
+def _labelled(sources, labels, what):
+    """``(sources, labels)`` as two lists from a list or a dict (whose keys are the labels);
+    a missing label is None."""
+    if isinstance(sources, dict):
+        labels = list(sources) if labels is None else labels
+        sources = sources.values()
+    sources = list(sources)
+    labels = [None] * len(sources) if labels is None else list(labels)
+    if len(labels) != len(sources):
+        raise ValueError(f"{len(labels)} labels for {len(sources)} {what}.")
+    return sources, labels
+
+
 def _describe(estimator):
     """A short label for a fitted estimator: optimizer, learning rate and batch size."""
     opt = estimator.optimizer if isinstance(estimator.optimizer, str) else repr(estimator.optimizer)
@@ -121,16 +134,10 @@ def plot_learning_curves(estimators_or_curves, *, labels=None, log_scale=False, 
     """
     if x not in ("epoch", "time"):
         raise ValueError(f"x must be 'epoch' or 'time'; got {x!r}.")
-    if isinstance(estimators_or_curves, dict):
-        labels = list(estimators_or_curves) if labels is None else labels
-        sources = list(estimators_or_curves.values())
-    elif isinstance(estimators_or_curves, (list, tuple)) and not _is_curve(estimators_or_curves):
-        sources = list(estimators_or_curves)
-    else:
-        sources = [estimators_or_curves]
-    labels = [None] * len(sources) if labels is None else list(labels)
-    if len(labels) != len(sources):
-        raise ValueError(f"{len(labels)} labels for {len(sources)} curves.")
+    sources = estimators_or_curves
+    if not isinstance(sources, (dict, list, tuple)) or _is_curve(sources):
+        sources = [sources]
+    sources, labels = _labelled(sources, labels, "curves")
     curves = [_curves(obj, label, x) for obj, label in zip(sources, labels)]
     ax = _new_axes(ax)
     twin = None
@@ -312,13 +319,7 @@ def plot_loss_surface(X, y, *, paths=(), labels=None, loss=None, alpha=0.0, dims
         raise ValueError(f"X must be 2-D (n_samples, n_features) and y 1-D (n_samples,) (a surface is drawn "
                          f"for single-output models); got shapes {X.shape} and {np.shape(y)}.")
     p = X.shape[1]
-    if isinstance(paths, dict):
-        labels = list(paths) if labels is None else labels
-        paths = list(paths.values())
-    paths = list(paths)
-    labels = [None] * len(paths) if labels is None else list(labels)
-    if len(labels) != len(paths):
-        raise ValueError(f"{len(labels)} labels for {len(paths)} paths.")
+    paths, labels = _labelled(paths, labels, "paths")
     estimators = [q for q in paths if hasattr(q, "get_params")]
     if loss is None and estimators:
         code, l2, l1, y2 = _loss_of(estimators[0], y)
