@@ -277,6 +277,11 @@ def test_multi_output_path_layout():
     reg = LinearRegression(max_iter=3, tol=None, record_path=True, n_jobs=2).fit(X, y)
     assert reg.coef_path_.shape == (4, 2, 3) and reg.intercept_path_.shape == (4, 2)
     assert_array_equal(reg.coef_path_[-1], reg.coef_)
+    # per step, with the outputs trained in threads: the same model as without recording
+    kw = dict(max_iter=3, tol=None, batch_size=4, random_state=0, n_jobs=2)
+    steps = LinearRegression(record_path="step", **kw).fit(X, y)
+    assert steps.coef_path_.shape == (3 * 8 + 1, 2, 3)
+    assert_array_equal(steps.coef_, LinearRegression(**kw).fit(X, y).coef_)
 
 
 def test_divergence_keeps_the_path_up_to_the_last_finite_epoch():
