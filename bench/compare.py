@@ -880,6 +880,8 @@ def section_memory(rep, backends, args):
 
 # --- plot -------------------------------------------------------------------------------------
 def plot(rep, out_dir):
+    """Draw the time-to-accuracy traces with ``fastgd.plot`` (the same picture a user draws
+    from ``compare.json``)."""
     try:
         import matplotlib
 
@@ -888,32 +890,11 @@ def plot(rep, out_dir):
     except ImportError:
         rep.skip("matplotlib not importable (pip install matplotlib, or the 'bench' extra): no plot")
         return None
-    names = list(rep.traces)
-    if not names:
+    from fastgd import plot as fastgd_plot
+
+    if not rep.traces:
         return None
-    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        tr = rep.traces[name]
-        for cname, trs in tr["fastgd"].items():
-            if trs:
-                t, s = zip(*trs[0])
-                ax.plot(t, np.maximum(s, 1e-12), marker=".", label=f"fastgd {cname}")
-        for pname, pts in tr["peers"].items():
-            if pts:
-                t, s = zip(*pts)
-                ax.plot(t, np.maximum(s, 1e-12), marker="x", linestyle="--", label=pname)
-        for pname, ts in tr["peer_fit_times"].items():
-            ax.scatter([np.median(ts)], [max(tr["peer_suboptimality"][pname], 1e-12)], marker="*", s=120,
-                       label=f"{pname} (default fit)", zorder=5)
-        for eps in THRESHOLDS:
-            ax.axhline(eps, color="grey", linewidth=0.5)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("seconds (cumulative)")
-        ax.set_ylabel("relative sub-optimality (f - f*) / |f*|")
-        ax.set_title(name)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+    fig = fastgd_plot.plot_time_to_accuracy(rep.traces, thresholds=THRESHOLDS)
     path = os.path.join(out_dir, "time_to_accuracy.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)

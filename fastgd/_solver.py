@@ -4,7 +4,8 @@
 ``partial_fit`` to the next). :func:`train` draws each epoch's sample order, calls the
 backend's epoch kernel, and applies the convergence tests of the reference notes: the change
 of the epoch loss (``tol`` with ``n_iter_no_change`` patience), the gradient norm
-(``grad_tol``), and early stopping on held-out data.
+(``grad_tol``), and early stopping on held-out data. After each epoch it hands the epoch to
+the ``Settings.monitor`` (callbacks, progress bar, recorded path: :mod:`fastgd.callbacks`).
 """
 
 import time
@@ -108,6 +109,7 @@ class Settings:
     validation_score: object = None  # callable coef -> score, when early stopping
     verbose: int = 0
     n_jobs: int = 1  # threads for independent outputs (see OutputThreads)
+    monitor: object = None  # fastgd.callbacks.TrainingMonitor: callbacks, progress bar, recorded path
 
 
 class OutputThreads:
@@ -232,17 +234,23 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     shuffle = s.shuffle and s.batch_size < len(problem.train_idx)
     n_train = len(problem.train_idx)
     plateau = s.schedule if isinstance(s.schedule, ReduceLROnPlateau) else None
+
+    def run_epoch(order):
+        if threads is not None:
+            return threads.epoch(backend, order, ts, codes, hp, s.batch_size)
+        return problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work, sparse_buffers,
+                             chunked_buffers)
+
     for _ in range(n_epochs):
         order = ts.rng.permutation(problem.train_idx) if shuffle else problem.train_idx
         hp[C.H_EPOCH] = ts.n_iter
         hp[C.H_LR_SCALE] = ts.plateau[2]
         start_coef, start_state, start_t = ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()
         tic = time.perf_counter()
-        if threads is not None:
-            status, loss_sum = threads.epoch(backend, order, ts, codes, hp, s.batch_size)
+        if s.monitor is not None and s.monitor.records_steps:
+            status, loss_sum = s.monitor.run_epoch_by_steps(run_epoch, order, s.batch_size, ts.coef)
         else:
-            status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work,
-                                             sparse_buffers, chunked_buffers)
+            status, loss_sum = run_epoch(order)
         if status != C.STATUS_OK:
             ts.coef[...] = start_coef
             ts.opt_state[...] = start_state
@@ -284,6 +292,8 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
             if gnorm is not None:
                 line += f", gradient norm {gnorm:.3g}"
             print(line, flush=True)
+        if s.monitor is not None:
+            stop = s.monitor.after_epoch(ts, s) or stop
         if stop:
             return True
     return False

@@ -45,6 +45,38 @@ def _demo(args):
             print(f"{name:<10} {model.n_iter_:>6} {model.t_:>7} {model.loss_curve_[-1]:>11.5f} "
                   f"{model.score(Xtr, ytr):>14.4f} {model.score(Xte, yte):>13.4f} {seconds:>7.3f}")
     print("\n(the first fit of each dtype includes the kernel's compile or cache load)")
+    if args.plot:
+        return _write_gallery(args.plot)
+    return 0
+
+
+def _write_gallery(out_dir):
+    """Run the gallery (the ``plot_*.py`` scripts of the source tree's ``examples/``), each
+    writing its PNG into ``out_dir``."""
+    import glob
+    import os
+    import runpy
+
+    import fastgd
+    from fastgd.plot import _pyplot
+
+    try:
+        _pyplot()
+    except ImportError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__))), "examples")
+    scripts = sorted(glob.glob(os.path.join(examples, "plot_*.py")))
+    if not scripts:
+        print(f"--plot runs the gallery scripts of the source tree's examples/ folder, and there is none next to "
+              f"this installation of fastgd ({examples}): run it from a checkout of the source "
+              "(pip install -e .), or run the scripts of examples/ directly.", file=sys.stderr)
+        return 1
+    os.makedirs(out_dir, exist_ok=True)
+    print(f"\ngallery: {len(scripts)} pictures into {out_dir}")
+    for script in scripts:
+        print(f"\n{os.path.basename(script)}")
+        print(f"wrote {runpy.run_path(script)['main'](out_dir)}")
     return 0
 
 
@@ -105,6 +137,8 @@ def main(argv=None):
     demo.add_argument("--epochs", type=int, default=200)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--backend", default="auto", choices=["auto", "numba", "cython", "numpy"])
+    demo.add_argument("--plot", metavar="DIR", help="also write the gallery's pictures (learning curves, loss "
+                      "surfaces with optimizer paths, learning rates, schedules) as PNG files into DIR")
     demo.set_defaults(func=_demo)
     sparse = sub.add_parser("demo-sparse", help="train each optimizer on a generated sparse problem read "
                             "back from the svmlight format")

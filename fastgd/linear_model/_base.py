@@ -6,12 +6,13 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, check_random_state, validate_data
 
 from fastgd import _contract as C
 from fastgd import _solver
 from fastgd._backends import get_backend
+from fastgd.callbacks import TrainingMonitor
 from fastgd.exceptions import DivergenceError
 from fastgd.optim import OPTIMIZER_NAMES, Optimizer, get_optimizer
 from fastgd.schedules import SCHEDULE_NAMES, Schedule, get_schedule
@@ -27,6 +28,11 @@ def make_rng(random_state):
         return np.random.default_rng(int(random_state))
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     return np.random.default_rng(seed)
+
+
+def _no_bar(progress):
+    # ``is``, not truthiness: a tqdm bar without a total refuses bool().
+    return progress is None or (isinstance(progress, (bool, np.bool_)) and not progress)
 
 
 class BaseGD(BaseEstimator):
@@ -58,6 +64,9 @@ class BaseGD(BaseEstimator):
         "verbose": ["verbose"],
         "backend": [StrOptions({"auto", "numpy", "numba", "cython"})],
         "lazy_updates": ["boolean"],
+        "callbacks": [list, tuple, callable, None],
+        "progress": ["boolean", HasMethods(["update", "reset"]), None],
+        "record_path": ["boolean", StrOptions({"epoch", "step"})],
     }
 
     _accept_sparse = True
@@ -68,8 +77,16 @@ class BaseGD(BaseEstimator):
         sets ``self._loss_code`` / ``self._n_outputs`` on the first call."""
         raise NotImplementedError
 
+    def _coef_views(self, coef):
+        """Views of kernel-layout parameters ``(n_features + 1, n_outputs)`` in the layout of
+        ``coef_`` and ``intercept_``: by default scikit-learn's ``(n_outputs, n_features)`` and
+        ``(n_outputs,)``."""
+        return coef[:-1].T, coef[-1]
+
     def _publish_coef(self, coef):
-        raise NotImplementedError
+        c, b = self._coef_views(coef)
+        self.coef_ = c.copy()
+        self.intercept_ = b.copy()
 
     def _score_margins(self, z, y2, sw):
         """Early-stopping score of margins ``z`` against encoded targets ``y2``."""
@@ -202,15 +219,37 @@ class BaseGD(BaseEstimator):
         problem = _solver.Problem(X=X, y=y2, sw=sw, train_idx=train_idx)
         backend = get_backend(self.backend)
         n_epochs = 1 if incremental else self.max_iter
+        settings.monitor = self._monitor(ts, settings, n_epochs, len(train_idx), continued=not first)
         try:
             converged = _solver.train(backend, problem, ts, settings, n_epochs, check_convergence=not incremental)
         except DivergenceError:
             self._publish(ts, X.dtype, settings)
             raise
+        finally:
+            if settings.monitor is not None:
+                settings.monitor.close()
         if not incremental:
             _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__)
         self._publish(ts, X.dtype, settings)
         return self
+
+    def _monitor(self, ts, settings, n_epochs, n_train, continued):
+        """The callbacks, progress bar and path recording of this call (None if none is asked).
+        A subclass without these parameters trains unwatched."""
+        callbacks = getattr(self, "callbacks", None)
+        progress = getattr(self, "progress", False)
+        record_path = getattr(self, "record_path", False)
+        if callbacks is None and _no_bar(progress) and not record_path:
+            return None
+        previous_path = None
+        if continued and record_path and hasattr(self, "coef_path_"):
+            previous_path = (self.coef_path_, self.intercept_path_)
+        return TrainingMonitor(
+            ts.coef, self._coef_views, callbacks=callbacks, progress=progress, record_path=record_path,
+            n_epochs=n_epochs,
+            steps_per_epoch=math.ceil(n_train / settings.batch_size), previous_path=previous_path,
+            desc=type(self).__name__, verbose=self.verbose,
+        )
 
     def _split(self, n, y2, rng):
         # Imported here: only early stopping needs it, and it adds to every cold start.
@@ -250,6 +289,13 @@ class BaseGD(BaseEstimator):
             for name in ("validation_scores_", "best_validation_score_"):
                 if hasattr(self, name):
                     delattr(self, name)
+        path = None if settings.monitor is None else settings.monitor.path_arrays()
+        if path is not None:
+            self.coef_path_, self.intercept_path_ = path
+        else:
+            for name in ("coef_path_", "intercept_path_"):
+                if hasattr(self, name):
+                    delattr(self, name)
 
     # --- prediction ----------------------------------------------------------------------
     def _margins(self, X):
@@ -263,6 +309,20 @@ class BaseGD(BaseEstimator):
         if X.dtype != W.dtype:
             X = X.astype(W.dtype)
         return np.asarray(X @ W + b)
+
+    def __sklearn_clone__(self):
+        # A tqdm bar given as ``progress`` is shared with the clone, not deep-copied (tqdm bars
+        # cannot be), so GridSearchCV and cross_val_score work with one; each fit resets it.
+        progress = getattr(self, "progress", False)
+        if progress is None or isinstance(progress, (bool, np.bool_)):
+            return super().__sklearn_clone__()
+        self.progress = False
+        try:
+            twin = super().__sklearn_clone__()
+        finally:
+            self.progress = progress
+        twin.progress = progress
+        return twin
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -66,6 +66,26 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         (exact, O(n_features) per step); ``lazy_updates=True`` updates only the touched
         coordinates instead (O(nnz) per step, an approximation: untouched coordinates keep
         their value and optimizer state until touched).
+    callbacks : callable, list of callables or None, default=None
+        Called after every epoch with a read-only :class:`fastgd.callbacks.EpochRecord`
+        (epoch, steps, training loss, validation score, learning rate, elapsed seconds, a
+        view of the coefficients), in Python between two kernel calls. A callback returning
+        ``True`` stops training, reported as a convergence stop; an exception raised by a
+        callback fails the call and leaves the estimator as it was before it. See
+        :mod:`fastgd.callbacks` (``History``, ``TimeLimit``).
+    progress : bool or tqdm.tqdm, default=False
+        Show a tqdm progress bar over the epochs, with the loss in its postfix (needs the
+        ``progress`` extra: ``pip install fastgd[progress]``). A tqdm instance is reset and
+        used instead of a new bar (and left open). ``verbose`` prints its lines either way.
+    record_path : bool or {"epoch", "step"}, default=False
+        Keep the parameters visited in ``coef_path_`` and ``intercept_path_``: ``True`` (or
+        ``"epoch"``) after every epoch, ``"step"`` after every optimizer step. The first row
+        is the starting point; ``partial_fit`` appends to the path. Memory: one row of
+        ``n_outputs * (n_features + 1)`` values per epoch (per step with ``"step"``, i.e.
+        ``ceil(n_samples / batch_size)`` rows per epoch; more than 1 GiB is refused). With
+        ``"step"`` each step is its own kernel call (the same steps, in the same order, plus
+        10-40 microseconds of Python per step): meant for small problems and pictures. With
+        ``early_stopping`` the path runs to the last epoch, while ``coef_`` is the best one.
 
     Attributes
     ----------
@@ -84,6 +104,9 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     best_validation_score_ : float
     n_features_in_ : int
     feature_names_in_ : ndarray of str
+    coef_path_ : ndarray of shape (n_records, *coef_.shape)
+        The parameters after every epoch or step (``record_path``), starting point first.
+    intercept_path_ : ndarray of shape (n_records, *np.shape(intercept_))
 
     See Also
     --------
@@ -115,7 +138,8 @@ class LogisticRegression(ClassifierMixin, BaseGD):
                  tol=1e-4, n_iter_no_change=5, grad_tol=None, schedule="constant", penalty="l2",
                  alpha=1e-4, l1_ratio=0.15, clip_norm=None, init="zeros", shuffle=True,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
-                 class_weight=None, warm_start=False, verbose=0, backend="auto", lazy_updates=False):
+                 class_weight=None, warm_start=False, verbose=0, backend="auto", lazy_updates=False,
+                 callbacks=None, progress=False, record_path=False):
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -138,6 +162,9 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         self.verbose = verbose
         self.backend = backend
         self.lazy_updates = lazy_updates
+        self.callbacks = callbacks
+        self.progress = progress
+        self.record_path = record_path
 
     def fit(self, X, y, sample_weight=None):
         """Fit by gradient descent for up to ``max_iter`` epochs.
@@ -241,10 +268,6 @@ class LogisticRegression(ClassifierMixin, BaseGD):
             weights = compute_class_weight(self.class_weight, classes=classes_, y=y)
             class_sw = weights[idx].astype(X.dtype)
         return y2, class_sw
-
-    def _publish_coef(self, coef):
-        self.coef_ = coef[:-1].T.copy()
-        self.intercept_ = coef[-1].copy()
 
     def _score_margins(self, z, y2, sw):
         pred = (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
