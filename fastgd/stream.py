@@ -103,7 +103,7 @@ def _holdout_mask(n_rows, fraction, seed, chunk_index):
     return np.random.default_rng([seed, chunk_index]).random(n_rows) < fraction
 
 
-def _holdout_loss(estimator, X, y):
+def chunk_loss(estimator, X, y):
     """Sum over rows of the model's loss (no penalty) and the number of rows."""
     z = estimator._margins(X).reshape(X.shape[0], -1).astype(np.float64)
     if is_classifier(estimator):
@@ -138,7 +138,8 @@ def fit(estimator, source, *, passes=1, holdout=None, shuffle=True, chunk_size=1
         Fraction of the rows of every chunk held out (the same rows every pass, chosen at
         random from ``random_state``). Each pass reports their mean loss, computed
         progressively as Vowpal Wabbit does: a chunk's held-out rows are scored by the model
-        just before it trains on the chunk's other rows.
+        just before it trains on the chunk's other rows (those of the very first chunk, just
+        after, as there is no model before it).
     shuffle : bool, default=True
         Visit the chunks in a new random order every pass. A text file is read in file order
         on the first pass (it has no index to jump in); later passes come from the cache.
@@ -202,6 +203,8 @@ def fit(estimator, source, *, passes=1, holdout=None, shuffle=True, chunk_size=1
     if not random_access and passes > 1 and cache:
         chunk_cache = _ChunkCache(cache_dir)
     n_chunks = getattr(reader, "n_chunks", None)
+    if n_chunks is None and getattr(reader, "n_rows", None):  # a text file already scanned
+        n_chunks = -(-reader.n_rows // reader.chunk_size)
     bar = make_bar(progress, total=None if n_chunks is None else n_chunks * passes, desc="training", unit="chunk")
     history = []
     try:
@@ -236,7 +239,10 @@ def fit(estimator, source, *, passes=1, holdout=None, shuffle=True, chunk_size=1
             if bar is not None and entry["holdout_loss"] is not None:
                 bar.set_postfix(holdout_loss=f"{entry['holdout_loss']:.5g}")
             if verbose:
-                print(format_pass(entry, passes), flush=True)
+                if bar is not None:
+                    bar.write(format_pass(entry, passes))
+                else:
+                    print(format_pass(entry, passes), flush=True)
     finally:
         if chunk_cache is not None:
             chunk_cache.close()
@@ -252,21 +258,29 @@ def _train_chunk(estimator, X, y, holdout, seed, chunk_index, fit_kwargs, stats)
         raise ValueError("the source has no labels to train on (a CSV without the target column, or an .npy "
                          "file without target=).")
     mask = _holdout_mask(X.shape[0], holdout, seed, chunk_index)
+    held_out = None
     if mask is not None and mask.any():
-        Xh, yh = X[mask], y[mask]
-        if hasattr(estimator, "coef_"):  # the first chunk has no model to score yet
-            loss, n = _holdout_loss(estimator, Xh, yh)
-            stats["h_loss"] += loss
-            stats["h_rows"] += n
-            stats["h_correct"] += estimator.score(Xh, yh) * n
+        held_out = X[mask], y[mask]
         X, y = X[~mask], y[~mask]
-    if X.shape[0] == 0:
-        return
-    estimator.partial_fit(X, y, **fit_kwargs)
-    stats["rows"] += X.shape[0]
-    curve = getattr(estimator, "loss_curve_", None)
-    if curve:
-        stats["loss"] += curve[-1] * X.shape[0]
+    # The very first chunk has no model to score its held-out rows: they are scored after it.
+    score_first = hasattr(estimator, "coef_")
+    if held_out is not None and score_first:
+        _score_held_out(estimator, *held_out, stats)
+    if X.shape[0]:
+        estimator.partial_fit(X, y, **fit_kwargs)
+        stats["rows"] += X.shape[0]
+        curve = getattr(estimator, "loss_curve_", None)
+        if curve:
+            stats["loss"] += curve[-1] * X.shape[0]
+    if held_out is not None and not score_first and hasattr(estimator, "coef_"):
+        _score_held_out(estimator, *held_out, stats)
+
+
+def _score_held_out(estimator, X, y, stats):
+    loss, n = chunk_loss(estimator, X, y)
+    stats["h_loss"] += loss
+    stats["h_rows"] += n
+    stats["h_correct"] += estimator.score(X, y) * n
 
 
 def format_pass(entry, passes):
