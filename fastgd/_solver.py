@@ -100,7 +100,7 @@ class Settings:
     codes: np.ndarray
     hp: np.ndarray
     batch_size: int
-    shuffle: bool
+    shuffle: object  # True, False or "block" (see epoch_order)
     schedule: object
     tol: float = None
     n_iter_no_change: int = 5
@@ -205,6 +205,43 @@ def _stop_on_score(ts, score, tol, patience):
     return ts.no_improvement >= patience
 
 
+# A block of rows this large stays in the core's cache while its rows are visited in random
+# order, and is one sequential read from a file-backed memory map (see bench/bench_block_shuffle.py).
+SHUFFLE_BLOCK_BYTES = 1 << 20
+
+
+def shuffle_block_rows(X):
+    """Rows per block of ``shuffle="block"``: about ``SHUFFLE_BLOCK_BYTES`` of ``X``."""
+    n = max(X.shape[0], 1)
+    if sp.issparse(X):
+        row_bytes = X.nnz / n * (X.data.itemsize + X.indices.itemsize) + X.indptr.itemsize
+    else:
+        row_bytes = max(X.shape[1], 1) * X.dtype.itemsize
+    return max(1, int(SHUFFLE_BLOCK_BYTES // max(row_bytes, 1)))
+
+
+def epoch_order(rng, train_idx, shuffle, X):
+    """The sample order of one epoch.
+
+    ``shuffle=True``: a uniform permutation of ``train_idx``. ``shuffle="block"``: the
+    training indices cut into contiguous blocks of :func:`shuffle_block_rows` rows, the
+    blocks visited in random order and the rows within each block in random order. Every
+    sample still comes exactly once per epoch, but memory (or a memory-mapped file) is read
+    one block at a time instead of one random row at a time.
+    """
+    if shuffle != "block":
+        return rng.permutation(train_idx)
+    block = shuffle_block_rows(X)
+    n = len(train_idx)
+    order = np.empty_like(train_idx)
+    pos = 0
+    for b in rng.permutation(-(-n // block)):
+        rows = train_idx[b * block:(b + 1) * block]
+        order[pos:pos + len(rows)] = rng.permutation(rows)
+        pos += len(rows)
+    return order
+
+
 def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
     """Run up to ``n_epochs`` epochs on ``ts`` in place. Returns True if a convergence test
     stopped training. On divergence, restores the last finite epoch and raises."""
@@ -233,7 +270,7 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     n_train = len(problem.train_idx)
     plateau = s.schedule if isinstance(s.schedule, ReduceLROnPlateau) else None
     for _ in range(n_epochs):
-        order = ts.rng.permutation(problem.train_idx) if shuffle else problem.train_idx
+        order = epoch_order(ts.rng, problem.train_idx, s.shuffle, problem.X) if shuffle else problem.train_idx
         hp[C.H_EPOCH] = ts.n_iter
         hp[C.H_LR_SCALE] = ts.plateau[2]
         start_coef, start_state, start_t = ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()

@@ -50,7 +50,7 @@ class BaseGD(BaseEstimator):
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "init": [StrOptions(set(_INITS))],
-        "shuffle": ["boolean"],
+        "shuffle": ["boolean", StrOptions({"block"})],
         "random_state": ["random_state"],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -102,7 +102,7 @@ class BaseGD(BaseEstimator):
         hp[C.H_L2], hp[C.H_L1] = self._penalty_strengths()
         hp[C.H_CLIP] = 0.0 if self.clip_norm is None else self.clip_norm
         return _solver.Settings(
-            codes=codes, hp=hp, batch_size=batch_size, shuffle=bool(self.shuffle),
+            codes=codes, hp=hp, batch_size=batch_size, shuffle=self.shuffle if self.shuffle == "block" else bool(self.shuffle),
             schedule=schedule, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             grad_tol=self.grad_tol, validation_score=validation_score, verbose=self.verbose,
             n_jobs=getattr(self, "n_jobs", None) or 1,
