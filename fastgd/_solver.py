@@ -37,6 +37,7 @@ class TrainState:
     best_coef: np.ndarray = None
     no_improvement: int = 0
     plateau: list = field(default_factory=lambda: [np.inf, 0, 1.0])  # best, bad epochs, scale
+    scratch: object = None  # SparseScratch kept between partial_fit calls (not state: shared, not pickled)
 
     def copy(self):
         return TrainState(
@@ -45,8 +46,34 @@ class TrainState:
             validation_scores=list(self.validation_scores), best_loss=self.best_loss,
             best_score=self.best_score,
             best_coef=None if self.best_coef is None else self.best_coef.copy(),
-            no_improvement=self.no_improvement, plateau=list(self.plateau),
+            no_improvement=self.no_improvement, plateau=list(self.plateau), scratch=self.scratch,
         )
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["scratch"] = None  # scratch memory, as large as the model: never saved
+        return state
+
+
+class SparseScratch:
+    """The CSR kernels' scratch arrays (gradient buffer, ``lazy_work``, ``index_work``), kept
+    from one training call to the next.
+
+    For hashed features they are several times the size of the model (5 * 8 bytes per
+    feature); allocating them per ``partial_fit`` call made every call pay page faults and
+    zeroing proportional to ``n_features``. Reuse changes no result: the kernels initialise
+    every entry they read at the start of each epoch.
+    """
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, name, shape, dtype):
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = np.zeros(shape, dtype=dtype)
+            self._arrays[name] = array
+        return array
 
 
 @dataclass
@@ -58,16 +85,20 @@ class Problem:
     sw: np.ndarray  # (n,), X.dtype, mean 1 over the training indices
     train_idx: np.ndarray  # int64 indices of the samples trained on
 
-    def sparse_buffers(self, codes=None, hp=None, batch_size=None, n_outputs=None):
+    def sparse_buffers(self, codes=None, hp=None, batch_size=None, n_outputs=None, scratch=None):
         """The CSR kernel's scratch: (lazy_work, index_work, counters), or None if dense.
-        Empty when the kernel's path does not use them (see ``csr_needs_lazy_buffers``)."""
+        Empty when the kernel's path does not use them (see ``csr_needs_lazy_buffers``);
+        taken from ``scratch`` (a :class:`SparseScratch`) when given."""
         if not sp.issparse(self.X):
             return None
         p = self.X.shape[1]
         if codes is not None and not C.csr_needs_lazy_buffers(codes, hp, batch_size, n_outputs):
             p = 0
-        return (np.zeros((p, C.LAZY_FIELDS)), np.zeros((2, p + 1), dtype=np.int64),
-                np.zeros(C.N_COUNTERS, dtype=np.int64))
+        counters = np.zeros(C.N_COUNTERS, dtype=np.int64)
+        if scratch is not None:
+            return (scratch.get("lazy_work", (p, C.LAZY_FIELDS), np.float64),
+                    scratch.get("index_work", (2, p + 1), np.int64), counters)
+        return np.zeros((p, C.LAZY_FIELDS)), np.zeros((2, p + 1), dtype=np.int64), counters
 
     def chunked_buffers(self, backend, batch_size, coef):
         """Scratch of the multi-core dense epoch, or None when the serial kernel is used."""
@@ -242,27 +273,47 @@ def epoch_order(rng, train_idx, shuffle, X):
     return order
 
 
-def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
+def train(backend, problem, ts, settings, n_epochs, check_convergence=True, rollback=True):
     """Run up to ``n_epochs`` epochs on ``ts`` in place. Returns True if a convergence test
-    stopped training. On divergence, restores the last finite epoch and raises."""
+    stopped training. On divergence, restores the last finite epoch (``rollback=False``: the
+    caller holds the state before the call and keeps it instead, see
+    :func:`epoch_snapshot`) and raises."""
     s = settings
     codes, hp = s.codes, s.hp
     K = ts.coef.shape[1]
-    grad = np.empty_like(ts.coef)
+    if sp.issparse(problem.X):
+        if ts.scratch is None:
+            ts.scratch = SparseScratch()
+        grad = ts.scratch.get("grad", ts.coef.shape, ts.coef.dtype)
+    else:
+        grad = np.empty_like(ts.coef)
     work = np.zeros((C.WORK_ROWS, K), dtype=ts.coef.dtype)
-    sparse_buffers = problem.sparse_buffers(codes, hp, s.batch_size, K)
+    sparse_buffers = problem.sparse_buffers(codes, hp, s.batch_size, K, ts.scratch)
     chunked_buffers = problem.chunked_buffers(backend, s.batch_size, ts.coef)
     threads = OutputThreads(problem, ts, s, s.n_jobs) if OutputThreads.applies(problem, s, K, chunked_buffers) else None
     try:
         return _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
-                             chunked_buffers, threads)
+                             chunked_buffers, threads, rollback)
     finally:
         if threads is not None:
             threads.close()
 
 
+def epoch_snapshot(ts, rollback):
+    """What a diverged epoch is rolled back to: copies of the parameters, optimizer state and
+    step counter, or None when ``rollback`` is False.
+
+    The copies are O(n_features) per epoch. ``partial_fit`` passes ``rollback=False``: it
+    trains a copy of the estimator's state (its transaction), so on divergence the estimator
+    simply keeps the state it had before the call, and the epoch needs no second copy.
+    """
+    if not rollback:
+        return None
+    return ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()
+
+
 def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
-                  chunked_buffers, threads):
+                  chunked_buffers, threads, rollback):
     codes, hp = s.codes, s.hp
     # Full-batch GD: the sample order only changes rounding, and data order reads memory
     # sequentially, so no permutation is drawn.
@@ -273,7 +324,8 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
         order = epoch_order(ts.rng, problem.train_idx, s.shuffle, problem.X) if shuffle else problem.train_idx
         hp[C.H_EPOCH] = ts.n_iter
         hp[C.H_LR_SCALE] = ts.plateau[2]
-        start_coef, start_state, start_t = ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()
+        snapshot = epoch_snapshot(ts, rollback)
+        penalty = penalty_value(ts.coef, hp[C.H_L2], hp[C.H_L1])  # at the epoch's start
         tic = time.perf_counter()
         if threads is not None:
             status, loss_sum = threads.epoch(backend, order, ts, codes, hp, s.batch_size)
@@ -281,9 +333,8 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
             status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work,
                                              sparse_buffers, chunked_buffers)
         if status != C.STATUS_OK:
-            ts.coef[...] = start_coef
-            ts.opt_state[...] = start_state
-            ts.t[...] = start_t
+            if snapshot is not None:
+                ts.coef[...], ts.opt_state[...], ts.t[...] = snapshot
             raise DivergenceError(
                 f"Training diverged in epoch {ts.n_iter + 1}: the loss or a parameter became "
                 f"non-finite (inf or NaN). Try a smaller learning_rate (it is {hp[C.H_LR]:g}), "
@@ -291,7 +342,7 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
                 f"such as 'adam'. The estimator keeps the parameters after epoch {ts.n_iter}.",
                 epoch=ts.n_iter + 1,
             )
-        loss = loss_sum / n_train + penalty_value(start_coef, hp[C.H_L2], hp[C.H_L1])
+        loss = loss_sum / n_train + penalty
         ts.loss_curve.append(loss)
         ts.n_iter += 1
         if plateau is not None:

@@ -203,9 +203,13 @@ class BaseGD(BaseEstimator):
         backend = get_backend(self.backend)
         n_epochs = 1 if incremental else self.max_iter
         try:
-            converged = _solver.train(backend, problem, ts, settings, n_epochs, check_convergence=not incremental)
+            # partial_fit trains a copy of the fitted state: on divergence the estimator keeps
+            # the state it had before the call, and the epoch needs no snapshot of its own.
+            converged = _solver.train(backend, problem, ts, settings, n_epochs, check_convergence=not incremental,
+                                      rollback=first)
         except DivergenceError:
-            self._publish(ts, X.dtype, settings)
+            if first:
+                self._publish(ts, X.dtype, settings)
             raise
         if not incremental:
             _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__)
