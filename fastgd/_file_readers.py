@@ -3,7 +3,7 @@
 Three formats, each behind the same small interface (``chunks()``, ``scan()``, ``spec``):
 
 - svmlight / libsvm text (``.gz`` and ``.bz2`` decompressed on the fly): each chunk of lines
-  is parsed by scikit-learn's compiled loader into a CSR matrix;
+  is parsed by a compiled parser (:mod:`fastgd._svmlight_parser`) into a CSR matrix;
 - CSV (optionally compressed), read by pandas in chunks: numeric columns become features as
   they are, string (categorical) columns are hashed with scikit-learn's ``FeatureHasher``
   into ``2**hash_bits`` columns (tokens ``"column=value"``);
@@ -18,7 +18,6 @@ chunk). When they are not given, :meth:`SvmlightFile.scan` reads the file once t
 
 import bz2
 import gzip
-import io
 import itertools
 import os
 
@@ -96,16 +95,23 @@ class SvmlightFile:
     def spec(self):
         return {"format": self.format, "n_features": self.n_features, "zero_based": self.zero_based}
 
-    def _parse(self, lines, first_row, n_features, zero_based):
-        from sklearn.datasets import load_svmlight_file
+    def _parse(self, lines, first_line, n_features, zero_based):
+        """CSR ``(X, y)`` of a chunk of lines (:mod:`fastgd._svmlight_parser`)."""
+        from fastgd._svmlight_parser import BAD_LINE, OK, parse_chunk
 
-        try:
-            X, y = load_svmlight_file(io.BytesIO(b"".join(lines)), n_features=n_features,
-                                      zero_based=zero_based, dtype=self.dtype)
-        except ValueError as exc:
-            raise DataFileError(f"{self.path}: rows {first_row + 1}-{first_row + len(lines)} are not valid "
-                                f"svmlight ({exc}).") from None
-        X = sp.csr_matrix(X)
+        raw = b"".join(lines)
+        width = -1 if n_features is None else n_features
+        status, arrays, bad = parse_chunk(raw, 0 if zero_based else 1, width, self.dtype)
+        if status == BAD_LINE:
+            raise DataFileError(f"{self.path}: line {first_line + bad + 1} is not valid svmlight "
+                                "('<label> <index>:<value> ...').")
+        if status != OK:
+            raise DataFileError(f"{self.path}: line {first_line + bad + 1} has a feature index outside "
+                                f"[{0 if zero_based else 1}, {width - (not zero_based)}]"
+                                + (f" (n_features={n_features})." if n_features is not None else "."))
+        data, indices, indptr, y = arrays
+        X = sp.csr_matrix((data, indices, indptr), shape=(len(y), max(width, 0) if width >= 0 else
+                                                          (int(indices.max()) + 1 if len(indices) else 0)))
         X.sort_indices()
         return X, y
 

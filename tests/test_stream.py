@@ -89,7 +89,7 @@ def test_npy_chunks_are_views_of_the_memory_mapped_file(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("1 1:0.5 abc\n", "rows 1-1 are not valid svmlight"),
+    ("1 1:0.5 abc\n", "line 1 is not valid svmlight"),
     ("", "no rows"),
 ])
 def test_bad_svmlight_files_name_the_file_and_rows(tmp_path, text, message):
@@ -202,3 +202,37 @@ def test_progress_bar_counts_every_chunk_of_every_pass(svm_file):
 def test_bad_options_are_clear_errors(svm_file, kwargs, message):
     with pytest.raises(ValueError, match=message):
         stream.fit(_model(), svm_file[0], **kwargs)
+
+
+def test_compiled_svmlight_parser_equals_scikit_learn_on_every_number_format(tmp_path):
+    rng = np.random.default_rng(0)
+    formats = [repr, "{:.6g}".format, "{:.3e}".format, "{:.17g}".format, lambda v: str(int(v * 100)),
+               lambda v: f"{v:.25f}", lambda v: f"{v * 1e30:g}", lambda v: f"{v * 1e-30:.17g}"]
+    lines = ["# a comment line", ""]
+    for r in range(300):
+        label = ["1", "-1", "+1", "0", "2.5e0"][r % 5]
+        cols = np.sort(rng.choice(40, size=rng.integers(0, 8), replace=False)) + 1
+        feats = " ".join(f"{c}:{formats[(r + c) % len(formats)](rng.standard_normal())}" for c in cols)
+        qid = " qid:7" if r % 7 == 0 else ""
+        tail = " # trailing comment" if r % 11 == 0 else ""
+        lines.append(f"{label}{qid} {feats}{tail}".rstrip())
+    path = tmp_path / "formats.svm"
+    path.write_text("\r\n".join(lines) + "\n")
+    chunks = list(iter_chunks(path, chunk_size=37, n_features=41, zero_based=False))
+    X = sp.vstack([c[0] for c in chunks])
+    X_ref, y_ref = load_svmlight(str(path), n_features=41, zero_based=False)
+    assert_array_equal(X.toarray(), X_ref.toarray())  # bit for bit
+    assert_array_equal(np.concatenate([c[1] for c in chunks]), y_ref)
+
+
+@pytest.mark.parametrize("text, options, message", [
+    ("1 3:1\n0 2:x\n", {}, "line 2 is not valid svmlight"),
+    ("1 3:1\n0 2 1\n", {}, "line 2 is not valid svmlight"),
+    ("1 3:1\n0 12:1\n", {"n_features": 5, "zero_based": False}, "line 2 has a feature index outside"),
+    ("1 0:1\n", {"n_features": 5, "zero_based": False}, "line 1 has a feature index outside"),
+])
+def test_bad_svmlight_lines_are_located(tmp_path, text, options, message):
+    path = tmp_path / "bad.svm"
+    path.write_text(text)
+    with pytest.raises(DataFileError, match=message):
+        list(iter_chunks(path, chunk_size=10, **options))
