@@ -41,6 +41,7 @@ def write_svmlight(path, gb, rows_per_block=200_000):
     from fastgd.datasets import make_sparse_classification
 
     X, y, _ = make_sparse_classification(rows_per_block, N_FEATURES, 12, random_state=0)
+    X.data = np.round(X.data, 4)  # values as text data usually hold them (not 17 digits)
     block = io.BytesIO()
     dump_svmlight_file(X, y, block, zero_based=True)
     block = block.getvalue()
