@@ -104,7 +104,16 @@ def _holdout_mask(n_rows, fraction, seed, chunk_index):
 
 
 def chunk_loss(estimator, X, y):
-    """Sum over rows of the model's loss (no penalty) and the number of rows."""
+    """Sum over rows of the model's loss (no penalty) and the number of rows: the
+    estimator's own training loss for fastgd models; for other estimators, the log loss of
+    ``predict_proba`` (classifiers) or the squared error of ``predict``."""
+    if not hasattr(estimator, "_loss_code"):
+        if is_classifier(estimator) and hasattr(estimator, "predict_proba"):
+            from sklearn.metrics import log_loss
+
+            return float(log_loss(y, estimator.predict_proba(X), labels=estimator.classes_, normalize=False)), len(y)
+        residual = np.asarray(estimator.predict(X), dtype=np.float64) - np.asarray(y, dtype=np.float64)
+        return float(np.sum(residual * residual)), len(y)
     z = estimator._margins(X).reshape(X.shape[0], -1).astype(np.float64)
     if is_classifier(estimator):
         idx = np.searchsorted(estimator.classes_, y)

@@ -236,3 +236,19 @@ def test_bad_svmlight_lines_are_located(tmp_path, text, options, message):
     path.write_text(text)
     with pytest.raises(DataFileError, match=message):
         list(iter_chunks(path, chunk_size=10, **options))
+
+
+def test_any_partial_fit_estimator_streams_and_reports_its_holdout_loss(svm_file):
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.metrics import log_loss
+
+    path, X, y = svm_file
+    model = stream.fit(SGDClassifier(loss="log_loss", random_state=0), path, holdout=0.2, chunk_size=1000,
+                       n_features=50, random_state=0)
+    seed = np.random.default_rng(0).integers(2**63)
+    held = _holdout_mask(X.shape[0], 0.2, int(seed), 0)
+    # a single chunk: its held-out rows are scored after training on the others
+    entry = model.pass_history_[0]
+    assert entry["holdout_rows"] == held.sum() and entry["rows"] == (~held).sum()
+    assert entry["holdout_loss"] == pytest.approx(log_loss(y[held], model.predict_proba(X[held]), labels=[0, 1]))
+    assert entry["holdout_score"] == pytest.approx(model.score(X[held], y[held]))
