@@ -7,6 +7,7 @@ of the epoch loss (``tol`` with ``n_iter_no_change`` patience), the gradient nor
 (``grad_tol``), and early stopping on held-out data.
 """
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -275,9 +276,9 @@ def epoch_order(rng, train_idx, shuffle, X):
 
 def train(backend, problem, ts, settings, n_epochs, check_convergence=True, rollback=True):
     """Run up to ``n_epochs`` epochs on ``ts`` in place. Returns True if a convergence test
-    stopped training. On divergence, restores the last finite epoch (``rollback=False``: the
-    caller holds the state before the call and keeps it instead, see
-    :func:`epoch_snapshot`) and raises."""
+    stopped training. On divergence, restores the last finite epoch and raises
+    (``rollback=False``: the caller undoes the whole call itself, with a :class:`TrainingUndo`
+    taken before it, and the epochs need no snapshot of their own)."""
     s = settings
     codes, hp = s.codes, s.hp
     K = ts.coef.shape[1]
@@ -292,28 +293,97 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True, roll
     chunked_buffers = problem.chunked_buffers(backend, s.batch_size, ts.coef)
     threads = OutputThreads(problem, ts, s, s.n_jobs) if OutputThreads.applies(problem, s, K, chunked_buffers) else None
     try:
+        rows = rollback_rows(backend, problem, s, K) if rollback and threads is None else None
         return _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
-                             chunked_buffers, threads, rollback)
+                             chunked_buffers, threads, rollback, rows)
     finally:
         if threads is not None:
             threads.close()
 
 
-def epoch_snapshot(ts, rollback):
-    """What a diverged epoch is rolled back to: copies of the parameters, optimizer state and
-    step counter, or None when ``rollback`` is False.
+def max_learning_rate(codes, hp):
+    """An upper bound of every step's learning rate under these kernel arrays (inf when the
+    schedule may grow: a decay factor above 1 or a negative inverse-scaling power)."""
+    code = codes[C.C_SCHEDULE]
+    eta0 = hp[C.H_LR]
+    if code in (C.SCHED_STEP, C.SCHED_EXPONENTIAL) and hp[C.H_GAMMA] > 1:
+        return np.inf
+    if code == C.SCHED_INVSCALING and hp[C.H_POWER] < 0:
+        return np.inf
+    if code in (C.SCHED_POLYNOMIAL, C.SCHED_COSINE):
+        eta0 = max(eta0, hp[C.H_LR_MIN])
+    return hp[C.H_LR_SCALE] * eta0
 
-    The copies are O(n_features) per epoch. ``partial_fit`` passes ``rollback=False``: it
-    trains a copy of the estimator's state (its transaction), so on divergence the estimator
-    simply keeps the state it had before the call, and the epoch needs no second copy.
+
+def rollback_rows(backend, problem, settings, n_outputs):
+    """The rows of ``coef`` (and of the optimizer state) that a diverged epoch can have
+    changed, when that is not all of them; None when a rollback must copy the whole model.
+
+    On CSR input the compiled kernels update only the coordinates the rows touch (and the
+    intercept) and defer everything else to an end-of-epoch catch-up, which they run only
+    after checking that the weights are finite (``CSR_DIVERGENCE_TOUCHES_ONLY_ROWS``). A
+    diverged epoch then changed only those rows, and saving them is O(nnz), not
+    O(n_features). Two cases update other coordinates during the epoch: the exact dense
+    path (``SPARSE_DENSE``), and plain SGD with L2 when the deferred shrink
+    ``prod(1 - lr * l2)`` could fall below 1e-9 within the epoch (the kernels then fold it
+    into every weight); both get a full copy.
     """
-    if not rollback:
+    if not (sp.issparse(problem.X) and getattr(backend, "CSR_DIVERGENCE_TOUCHES_ONLY_ROWS", False)):
         return None
-    return ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()
+    if settings.n_jobs > 1 and n_outputs > 1:  # OutputThreads copies whole columns back
+        return None
+    codes, hp = settings.codes, settings.hp
+    mode = C.sparse_mode(codes, hp)
+    if mode == C.SPARSE_DENSE:
+        return None
+    if mode == C.SPARSE_LAZY_EXACT and codes[C.C_OPTIMIZER] == C.OPT_SGD and hp[C.H_L2] > 0:
+        shrink = max_learning_rate(codes, hp) * hp[C.H_L2]
+        n_steps = -(-len(problem.train_idx) // settings.batch_size)
+        if not shrink < 1 or n_steps * -math.log1p(-shrink) > 0.5 * math.log(1e9):
+            return None
+    return np.append(np.unique(problem.X.indices).astype(np.int64), problem.X.shape[1])
+
+
+class TrainingUndo:
+    """What a training call changes in a :class:`TrainState`, saved before it, so that a
+    failed call can be undone: the parameter and optimizer-state rows ``rows`` (all rows when
+    None, see :func:`rollback_rows`), the step counter, the random generator's state, and the
+    bookkeeping (epoch count, learning curve, convergence and plateau counters)."""
+
+    _FIELDS = ("n_iter", "best_loss", "best_score", "best_coef", "no_improvement")
+
+    def __init__(self, ts, rows=None):
+        self.rows = rows
+        if rows is None:
+            self.coef, self.state = ts.coef.copy(), ts.opt_state.copy()
+        else:
+            self.coef, self.state = ts.coef[rows], ts.opt_state[:, rows]
+        self.t = ts.t.copy()
+        self.rng_state = ts.rng.bit_generator.state
+        self.fields = {name: getattr(ts, name) for name in self._FIELDS}
+        self.plateau = list(ts.plateau)
+        # the curves are only appended to: their lengths are enough to undo
+        self.lengths = len(ts.loss_curve), len(ts.validation_scores)
+
+    def restore_parameters(self, ts):
+        if self.rows is None:
+            ts.coef[...], ts.opt_state[...] = self.coef, self.state
+        else:
+            ts.coef[self.rows], ts.opt_state[:, self.rows] = self.coef, self.state
+        ts.t[...] = self.t
+
+    def restore(self, ts):
+        self.restore_parameters(ts)
+        ts.rng.bit_generator.state = self.rng_state
+        for name, value in self.fields.items():
+            setattr(ts, name, value)
+        ts.plateau[:] = self.plateau
+        del ts.loss_curve[self.lengths[0]:]
+        del ts.validation_scores[self.lengths[1]:]
 
 
 def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
-                  chunked_buffers, threads, rollback):
+                  chunked_buffers, threads, rollback, rows):
     codes, hp = s.codes, s.hp
     # Full-batch GD: the sample order only changes rounding, and data order reads memory
     # sequentially, so no permutation is drawn.
@@ -324,7 +394,7 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
         order = epoch_order(ts.rng, problem.train_idx, s.shuffle, problem.X) if shuffle else problem.train_idx
         hp[C.H_EPOCH] = ts.n_iter
         hp[C.H_LR_SCALE] = ts.plateau[2]
-        snapshot = epoch_snapshot(ts, rollback)
+        undo = TrainingUndo(ts, rows) if rollback else None
         penalty = penalty_value(ts.coef, hp[C.H_L2], hp[C.H_L1])  # at the epoch's start
         tic = time.perf_counter()
         if threads is not None:
@@ -333,8 +403,8 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
             status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work,
                                              sparse_buffers, chunked_buffers)
         if status != C.STATUS_OK:
-            if snapshot is not None:
-                ts.coef[...], ts.opt_state[...], ts.t[...] = snapshot
+            if undo is not None:
+                undo.restore_parameters(ts)
             raise DivergenceError(
                 f"Training diverged in epoch {ts.n_iter + 1}: the loss or a parameter became "
                 f"non-finite (inf or NaN). Try a smaller learning_rate (it is {hp[C.H_LR]:g}), "

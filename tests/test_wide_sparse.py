@@ -77,24 +77,78 @@ def test_divergent_sparse_partial_fit_keeps_the_previous_model(wide):
     assert model.t_ == t + 300
 
 
-def _counters(X, y, **params):
+def _counters(X, y, backend, **params):
     model = LogisticRegression(batch_size=1, random_state=0, **params).partial_fit(X[:10], y[:10], classes=[0, 1])
     codes, hp = model._kernel_arrays(X.shape[0])
     y2 = y.reshape(-1, 1).astype(np.float64)
     problem = Problem(X=X, y=y2, sw=np.ones(X.shape[0]), train_idx=np.arange(X.shape[0], dtype=np.int64))
     buffers = problem.sparse_buffers(codes, hp, 1, 1)
     coef, state = model._train_state.coef.copy(), model._train_state.opt_state.copy()
-    get_backend("auto").epoch_csr(X.data, X.indices, X.indptr, X.shape[1], y2, problem.sw, problem.train_idx,
+    get_backend(backend).epoch_csr(X.data, X.indices, X.indptr, X.shape[1], y2, problem.sw, problem.train_idx,
                                   coef, state, np.zeros(1, np.int64), codes, hp, 1, np.zeros_like(coef),
                                   np.zeros((C.WORK_ROWS, 1)), *buffers)
     return buffers[2]
 
 
-def test_unpenalised_per_sample_sgd_does_work_proportional_to_nnz_only(wide):
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_unpenalised_per_sample_sgd_does_work_proportional_to_nnz_only(wide, backend):
     X, y = wide
     chunk_X, chunk_y = X[:100], y[:100]
-    counters = _counters(chunk_X, chunk_y, optimizer="sgd", penalty=None)
+    counters = _counters(chunk_X, chunk_y, backend, optimizer="sgd", penalty=None)
     assert counters[C.COUNT_UPDATES] == chunk_X.nnz + chunk_X.shape[0]
     assert counters[C.COUNT_CATCHUPS] == 0
     wider = sp.hstack([chunk_X, sp.csr_matrix((100, 3 * P))], format="csr")
-    assert_array_equal(_counters(wider, chunk_y, optimizer="sgd", penalty=None), counters)
+    assert_array_equal(_counters(wider, chunk_y, backend, optimizer="sgd", penalty=None), counters)
+
+
+def _settings(model, X):
+    from fastgd.optim import get_optimizer
+
+    return model._settings(get_optimizer(model.optimizer), X.shape[0], C.LOSS_LOG, None)
+
+
+@pytest.mark.parametrize("params, touched_only", [
+    (dict(optimizer="sgd", alpha=1e-4), True),  # running scale, far from a mid-epoch fold
+    (dict(optimizer="sgd", penalty="l1"), True),
+    (dict(optimizer="adagrad", penalty=None), True),
+    (dict(optimizer="adam", lazy_updates=True), True),  # the opt-in approximation: touched rows only
+    (dict(optimizer="adam"), False),  # exact: every coordinate every step
+    (dict(optimizer="sgd", alpha=10.0, learning_rate=0.05), False),  # the deferred shrink would be folded
+])
+def test_rollback_copies_only_the_touched_rows_when_nothing_else_can_change(wide, params, touched_only):
+    from fastgd._solver import Problem, rollback_rows
+
+    X, y = wide
+    chunk = X[:50]
+    model = LogisticRegression(batch_size=1, **params)
+    problem = Problem(X=chunk, y=y[:50, None].astype(float), sw=np.ones(50), train_idx=np.arange(50))
+    for name in ("numba", "cython"):
+        rows = rollback_rows(get_backend(name), problem, _settings(model, chunk), 1)
+        if touched_only:
+            assert_array_equal(rows, np.append(np.unique(chunk.indices), P))
+        else:
+            assert rows is None
+    assert rollback_rows(get_backend("numpy"), problem, _settings(model, chunk), 1) is None
+    dense = Problem(X=chunk.toarray(), y=problem.y, sw=problem.sw, train_idx=problem.train_idx)
+    assert rollback_rows(get_backend("numba"), dense, _settings(model, chunk), 1) is None
+
+
+@pytest.mark.parametrize("params", [dict(optimizer="sgd", alpha=1e-12),  # lr * l2 = 0.01: a touched-rows rollback
+                                    dict(optimizer="sgd", penalty="l1", alpha=1e-8),
+                                    dict(optimizer="adagrad", penalty=None)])
+def test_divergence_in_the_last_step_leaves_every_untouched_weight_exactly(wide, params):
+    # The last row's step overflows a weight while every loss of the epoch was finite: the
+    # kernel finds it in its final check, which must come before the end-of-epoch fold or
+    # catch-up of the untouched weights (a touched-rows rollback would miss those).
+    X, y = wide
+    model = LogisticRegression(learning_rate=0.5, batch_size=1, random_state=0, **params)
+    model.partial_fit(X, y, classes=[0, 1])
+    before = model._train_state.coef.copy(), model._train_state.opt_state.copy(), model.t_
+    col = int(X.indices[0])
+    bad = sp.csr_matrix(([1e300], [col], [0, 1]), shape=(1, P))
+    model.set_params(learning_rate=1e10)
+    with pytest.raises(DivergenceError):
+        model.partial_fit(bad, [1 - int(model.predict(bad)[0])])
+    assert_array_equal(model._train_state.coef, before[0])
+    assert_array_equal(model._train_state.opt_state, before[1])
+    assert model.t_ == before[2]

@@ -177,7 +177,8 @@ class BaseGD(BaseEstimator):
                 coef = self._init_coef(p, K, X.dtype, rng)
             ts = _solver.TrainState(coef=coef, opt_state=optimizer.init_state(coef.shape, X.dtype), rng=rng)
         else:
-            ts = self._train_state.copy()
+            # trained in place; a failed call is undone with a TrainingUndo taken below
+            ts = self._train_state
             if ts.opt_state.shape[0] != optimizer.n_slots():
                 raise ValueError(
                     "partial_fit cannot change the optimizer of a model being trained; "
@@ -202,18 +203,26 @@ class BaseGD(BaseEstimator):
         problem = _solver.Problem(X=X, y=y2, sw=sw, train_idx=train_idx)
         backend = get_backend(self.backend)
         n_epochs = 1 if incremental else self.max_iter
+        # Continuing a fitted model, the state is trained in place and the whole call undone on
+        # any failure (O(nnz) on sparse input, see _solver.rollback_rows): on divergence the
+        # estimator keeps the state it had before the call.
+        undo = None if first else _solver.TrainingUndo(ts, _solver.rollback_rows(backend, problem, settings, K))
         try:
-            # partial_fit trains a copy of the fitted state: on divergence the estimator keeps
-            # the state it had before the call, and the epoch needs no snapshot of its own.
             converged = _solver.train(backend, problem, ts, settings, n_epochs, check_convergence=not incremental,
                                       rollback=first)
+            if not incremental:
+                _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__)
+            self._publish(ts, X.dtype, settings)
         except DivergenceError:
-            if first:
+            if undo is not None:
+                undo.restore(ts)
+            else:
                 self._publish(ts, X.dtype, settings)
             raise
-        if not incremental:
-            _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__)
-        self._publish(ts, X.dtype, settings)
+        except BaseException:
+            if undo is not None:
+                undo.restore(ts)
+            raise
         return self
 
     def _split(self, n, y2, rng):
