@@ -129,6 +129,9 @@ def test_rollback_copies_only_the_touched_rows_when_nothing_else_can_change(wide
         else:
             assert rows is None
     assert rollback_rows(get_backend("numpy"), problem, _settings(model, chunk), 1) is None
+    # rows touching much of the model: a plain copy is cheaper than finding them
+    everything = Problem(X=X, y=y[:, None].astype(float), sw=np.ones(len(y)), train_idx=np.arange(len(y)))
+    assert X.nnz * 16 > P and rollback_rows(get_backend("numba"), everything, _settings(model, X), 1) is None
     dense = Problem(X=chunk.toarray(), y=problem.y, sw=problem.sw, train_idx=problem.train_idx)
     assert rollback_rows(get_backend("numba"), dense, _settings(model, chunk), 1) is None
 
