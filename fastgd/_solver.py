@@ -38,7 +38,7 @@ class TrainState:
     best_coef: np.ndarray = None
     no_improvement: int = 0
     plateau: list = field(default_factory=lambda: [np.inf, 0, 1.0])  # best, bad epochs, scale
-    scratch: object = None  # SparseScratch kept between partial_fit calls (not state: shared, not pickled)
+    scratch: object = None  # SparseScratch kept between partial_fit calls (not state: not copied, not pickled)
 
     def copy(self):
         return TrainState(
@@ -47,7 +47,7 @@ class TrainState:
             validation_scores=list(self.validation_scores), best_loss=self.best_loss,
             best_score=self.best_score,
             best_coef=None if self.best_coef is None else self.best_coef.copy(),
-            no_improvement=self.no_improvement, plateau=list(self.plateau), scratch=self.scratch,
+            no_improvement=self.no_improvement, plateau=list(self.plateau),
         )
 
     def __getstate__(self):
