@@ -910,7 +910,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (fastgd's multi-core kernels are not limited)")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per timing")
-    ap.add_argument("--sections", default="sgd_epoch,exact,torch,numpy,bandwidth,adam_vs_sgd,cold,memory",
+    ap.add_argument("--sections", default="sgd_epoch,exact,torch,numpy,bandwidth,adam_vs_sgd,cold,memory,file",
                     help="comma-separated subset of the sections to run")
     args = ap.parse_args(argv)
     if args.scale is None:
@@ -981,6 +981,9 @@ def main(argv=None):
             run("adam_vs_sgd", section_adam, data, backends, args)
         run("cold", section_cold, backends, args)
         run("memory", section_memory, backends, args)
+        from bench.file_training import section_file
+
+        run("file", section_file, backends, args)
     finally:
         import shutil
 

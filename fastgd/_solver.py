@@ -8,6 +8,7 @@ of the epoch loss (``tol`` with ``n_iter_no_change`` patience), the gradient nor
 the ``Settings.monitor`` (callbacks, progress bar, recorded path: :mod:`fastgd.callbacks`).
 """
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class TrainState:
     best_coef: np.ndarray = None
     no_improvement: int = 0
     plateau: list = field(default_factory=lambda: [np.inf, 0, 1.0])  # best, bad epochs, scale
+    scratch: object = None  # SparseScratch kept between partial_fit calls (not state: not copied, not pickled)
 
     def copy(self):
         return TrainState(
@@ -49,6 +51,32 @@ class TrainState:
             no_improvement=self.no_improvement, plateau=list(self.plateau),
         )
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["scratch"] = None  # scratch memory, as large as the model: never saved
+        return state
+
+
+class SparseScratch:
+    """The CSR kernels' scratch arrays (gradient buffer, ``lazy_work``, ``index_work``), kept
+    from one training call to the next.
+
+    For hashed features they are several times the size of the model (5 * 8 bytes per
+    feature); allocating them per ``partial_fit`` call made every call pay page faults and
+    zeroing proportional to ``n_features``. Reuse changes no result: the kernels initialise
+    every entry they read at the start of each epoch.
+    """
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, name, shape, dtype):
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = np.zeros(shape, dtype=dtype)
+            self._arrays[name] = array
+        return array
+
 
 @dataclass
 class Problem:
@@ -59,16 +87,20 @@ class Problem:
     sw: np.ndarray  # (n,), X.dtype, mean 1 over the training indices
     train_idx: np.ndarray  # int64 indices of the samples trained on
 
-    def sparse_buffers(self, codes=None, hp=None, batch_size=None, n_outputs=None):
+    def sparse_buffers(self, codes=None, hp=None, batch_size=None, n_outputs=None, scratch=None):
         """The CSR kernel's scratch: (lazy_work, index_work, counters), or None if dense.
-        Empty when the kernel's path does not use them (see ``csr_needs_lazy_buffers``)."""
+        Empty when the kernel's path does not use them (see ``csr_needs_lazy_buffers``);
+        taken from ``scratch`` (a :class:`SparseScratch`) when given."""
         if not sp.issparse(self.X):
             return None
         p = self.X.shape[1]
         if codes is not None and not C.csr_needs_lazy_buffers(codes, hp, batch_size, n_outputs):
             p = 0
-        return (np.zeros((p, C.LAZY_FIELDS)), np.zeros((2, p + 1), dtype=np.int64),
-                np.zeros(C.N_COUNTERS, dtype=np.int64))
+        counters = np.zeros(C.N_COUNTERS, dtype=np.int64)
+        if scratch is not None:
+            return (scratch.get("lazy_work", (p, C.LAZY_FIELDS), np.float64),
+                    scratch.get("index_work", (2, p + 1), np.int64), counters)
+        return np.zeros((p, C.LAZY_FIELDS)), np.zeros((2, p + 1), dtype=np.int64), counters
 
     def chunked_buffers(self, backend, batch_size, coef):
         """Scratch of the multi-core dense epoch, or None when the serial kernel is used."""
@@ -101,7 +133,7 @@ class Settings:
     codes: np.ndarray
     hp: np.ndarray
     batch_size: int
-    shuffle: bool
+    shuffle: object  # True, False or "block" (see epoch_order)
     schedule: object
     tol: float = None
     n_iter_no_change: int = 5
@@ -207,27 +239,165 @@ def _stop_on_score(ts, score, tol, patience):
     return ts.no_improvement >= patience
 
 
-def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
+# A block of rows this large stays in the core's cache while its rows are visited in random
+# order, and is one sequential read from a file-backed memory map (see bench/bench_block_shuffle.py).
+SHUFFLE_BLOCK_BYTES = 1 << 20
+
+
+def shuffle_block_rows(X):
+    """Rows per block of ``shuffle="block"``: about ``SHUFFLE_BLOCK_BYTES`` of ``X``."""
+    n = max(X.shape[0], 1)
+    if sp.issparse(X):
+        row_bytes = X.nnz / n * (X.data.itemsize + X.indices.itemsize) + X.indptr.itemsize
+    else:
+        row_bytes = max(X.shape[1], 1) * X.dtype.itemsize
+    return max(1, int(SHUFFLE_BLOCK_BYTES // max(row_bytes, 1)))
+
+
+def epoch_order(rng, train_idx, shuffle, X):
+    """The sample order of one epoch.
+
+    ``shuffle=True``: a uniform permutation of ``train_idx``. ``shuffle="block"``: the
+    training indices cut into contiguous blocks of :func:`shuffle_block_rows` rows, the
+    blocks visited in random order and the rows within each block in random order. Every
+    sample still comes exactly once per epoch, but memory (or a memory-mapped file) is read
+    one block at a time instead of one random row at a time.
+    """
+    if shuffle != "block":
+        return rng.permutation(train_idx)
+    block = shuffle_block_rows(X)
+    n = len(train_idx)
+    order = np.empty_like(train_idx)
+    pos = 0
+    for b in rng.permutation(-(-n // block)):
+        rows = train_idx[b * block:(b + 1) * block]
+        order[pos:pos + len(rows)] = rng.permutation(rows)
+        pos += len(rows)
+    return order
+
+
+def train(backend, problem, ts, settings, n_epochs, check_convergence=True, rollback=True):
     """Run up to ``n_epochs`` epochs on ``ts`` in place. Returns True if a convergence test
-    stopped training. On divergence, restores the last finite epoch and raises."""
+    stopped training. On divergence, restores the last finite epoch and raises
+    (``rollback=False``: the caller undoes the whole call itself, with a :class:`TrainingUndo`
+    taken before it, and the epochs need no snapshot of their own)."""
     s = settings
     codes, hp = s.codes, s.hp
     K = ts.coef.shape[1]
-    grad = np.empty_like(ts.coef)
+    if sp.issparse(problem.X):
+        if ts.scratch is None:
+            ts.scratch = SparseScratch()
+        grad = ts.scratch.get("grad", ts.coef.shape, ts.coef.dtype)
+    else:
+        grad = np.empty_like(ts.coef)
     work = np.zeros((C.WORK_ROWS, K), dtype=ts.coef.dtype)
-    sparse_buffers = problem.sparse_buffers(codes, hp, s.batch_size, K)
+    sparse_buffers = problem.sparse_buffers(codes, hp, s.batch_size, K, ts.scratch)
     chunked_buffers = problem.chunked_buffers(backend, s.batch_size, ts.coef)
     threads = OutputThreads(problem, ts, s, s.n_jobs) if OutputThreads.applies(problem, s, K, chunked_buffers) else None
     try:
+        rows = rollback_rows(backend, problem, s, K) if rollback and threads is None else None
         return _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
-                             chunked_buffers, threads)
+                             chunked_buffers, threads, rollback, rows)
     finally:
         if threads is not None:
             threads.close()
 
 
+def max_learning_rate(codes, hp):
+    """An upper bound of every step's learning rate under these kernel arrays (inf when the
+    schedule may grow: a decay factor above 1 or a negative inverse-scaling power)."""
+    code = codes[C.C_SCHEDULE]
+    eta0 = hp[C.H_LR]
+    if code in (C.SCHED_STEP, C.SCHED_EXPONENTIAL) and hp[C.H_GAMMA] > 1:
+        return np.inf
+    if code == C.SCHED_INVSCALING and hp[C.H_POWER] < 0:
+        return np.inf
+    if code in (C.SCHED_POLYNOMIAL, C.SCHED_COSINE):
+        eta0 = max(eta0, hp[C.H_LR_MIN])
+    return hp[C.H_LR_SCALE] * eta0
+
+
+# Finding and gathering the touched rows costs about this many times a plain copy, per non-zero
+# (a sort of the column indices and a gather).
+ROWS_SNAPSHOT_COST = 16
+
+
+def rollback_rows(backend, problem, settings, n_outputs):
+    """The rows of ``coef`` (and of the optimizer state) that a diverged epoch can have
+    changed, when that is not all of them; None when a rollback must copy the whole model.
+
+    On CSR input the compiled kernels update only the coordinates the rows touch (and the
+    intercept) and defer everything else to an end-of-epoch catch-up, which they run only
+    after checking that the weights are finite (``CSR_DIVERGENCE_TOUCHES_ONLY_ROWS``). A
+    diverged epoch then changed only those rows, and saving them is O(nnz), not
+    O(n_features). Two cases update other coordinates during the epoch: the exact dense
+    path (``SPARSE_DENSE``), and plain SGD with L2 when the deferred shrink
+    ``prod(1 - lr * l2)`` could fall below 1e-9 within the epoch (the kernels then fold it
+    into every weight); both get a full copy.
+    """
+    if not (sp.issparse(problem.X) and getattr(backend, "CSR_DIVERGENCE_TOUCHES_ONLY_ROWS", False)):
+        return None
+    if problem.X.nnz * ROWS_SNAPSHOT_COST > problem.X.shape[1]:
+        return None  # the rows touch much of the model: one plain copy is cheaper than sorting them
+    if settings.n_jobs > 1 and n_outputs > 1:  # OutputThreads copies whole columns back
+        return None
+    codes, hp = settings.codes, settings.hp
+    mode = C.sparse_mode(codes, hp)
+    if mode == C.SPARSE_DENSE:
+        return None
+    if mode == C.SPARSE_LAZY_EXACT and codes[C.C_OPTIMIZER] == C.OPT_SGD and hp[C.H_L2] > 0:
+        shrink = max_learning_rate(codes, hp) * hp[C.H_L2]
+        n_steps = -(-len(problem.train_idx) // settings.batch_size)
+        if not shrink < 1 or n_steps * -math.log1p(-shrink) > 0.5 * math.log(1e9):
+            return None
+    # sort-based: NumPy's hash-based np.unique took 100x longer on 240,000 column indices
+    columns = np.sort(problem.X.indices).astype(np.int64)
+    keep = np.empty(len(columns), dtype=bool)
+    keep[:1] = True
+    np.not_equal(columns[1:], columns[:-1], out=keep[1:])
+    return np.append(columns[keep], problem.X.shape[1])
+
+
+class TrainingUndo:
+    """What a training call changes in a :class:`TrainState`, saved before it, so that a
+    failed call can be undone: the parameter and optimizer-state rows ``rows`` (all rows when
+    None, see :func:`rollback_rows`), the step counter, the random generator's state, and the
+    bookkeeping (epoch count, learning curve, convergence and plateau counters)."""
+
+    _FIELDS = ("n_iter", "best_loss", "best_score", "best_coef", "no_improvement")
+
+    def __init__(self, ts, rows=None):
+        self.rows = rows
+        if rows is None:
+            self.coef, self.state = ts.coef.copy(), ts.opt_state.copy()
+        else:
+            self.coef, self.state = ts.coef[rows], ts.opt_state[:, rows]
+        self.t = ts.t.copy()
+        self.rng_state = ts.rng.bit_generator.state
+        self.fields = {name: getattr(ts, name) for name in self._FIELDS}
+        self.plateau = list(ts.plateau)
+        # the curves are only appended to: their lengths are enough to undo
+        self.lengths = len(ts.loss_curve), len(ts.validation_scores)
+
+    def restore_parameters(self, ts):
+        if self.rows is None:
+            ts.coef[...], ts.opt_state[...] = self.coef, self.state
+        else:
+            ts.coef[self.rows], ts.opt_state[:, self.rows] = self.coef, self.state
+        ts.t[...] = self.t
+
+    def restore(self, ts):
+        self.restore_parameters(ts)
+        ts.rng.bit_generator.state = self.rng_state
+        for name, value in self.fields.items():
+            setattr(ts, name, value)
+        ts.plateau[:] = self.plateau
+        del ts.loss_curve[self.lengths[0]:]
+        del ts.validation_scores[self.lengths[1]:]
+
+
 def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
-                  chunked_buffers, threads):
+                  chunked_buffers, threads, rollback, rows):
     codes, hp = s.codes, s.hp
     # Full-batch GD: the sample order only changes rounding, and data order reads memory
     # sequentially, so no permutation is drawn.
@@ -242,19 +412,19 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
                              chunked_buffers)
 
     for _ in range(n_epochs):
-        order = ts.rng.permutation(problem.train_idx) if shuffle else problem.train_idx
+        order = epoch_order(ts.rng, problem.train_idx, s.shuffle, problem.X) if shuffle else problem.train_idx
         hp[C.H_EPOCH] = ts.n_iter
         hp[C.H_LR_SCALE] = ts.plateau[2]
-        start_coef, start_state, start_t = ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()
+        undo = TrainingUndo(ts, rows) if rollback else None
+        penalty = penalty_value(ts.coef, hp[C.H_L2], hp[C.H_L1])  # at the epoch's start
         tic = time.perf_counter()
         if s.monitor is not None and s.monitor.records_steps:
             status, loss_sum = s.monitor.run_epoch_by_steps(run_epoch, order, s.batch_size, ts.coef)
         else:
             status, loss_sum = run_epoch(order)
         if status != C.STATUS_OK:
-            ts.coef[...] = start_coef
-            ts.opt_state[...] = start_state
-            ts.t[...] = start_t
+            if undo is not None:
+                undo.restore_parameters(ts)
             raise DivergenceError(
                 f"Training diverged in epoch {ts.n_iter + 1}: the loss or a parameter became "
                 f"non-finite (inf or NaN). Try a smaller learning_rate (it is {hp[C.H_LR]:g}), "
@@ -262,7 +432,7 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
                 f"such as 'adam'. The estimator keeps the parameters after epoch {ts.n_iter}.",
                 epoch=ts.n_iter + 1,
             )
-        loss = loss_sum / n_train + penalty_value(start_coef, hp[C.H_L2], hp[C.H_L1])
+        loss = loss_sum / n_train + penalty
         ts.loss_curve.append(loss)
         ts.n_iter += 1
         if plateau is not None:

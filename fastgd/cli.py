@@ -150,6 +150,9 @@ def main(argv=None):
     sparse.add_argument("--seed", type=int, default=0)
     sparse.add_argument("--backend", default="auto", choices=["auto", "numba", "cython", "numpy"])
     sparse.set_defaults(func=_demo_sparse)
+    from fastgd._cli_train import register as register_train_commands
+
+    register_train_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 
-__all__ = ["load_svmlight", "dump_svmlight", "make_sparse_classification"]
+__all__ = ["load_svmlight", "dump_svmlight", "make_sparse_classification", "iter_chunks"]
 
 
 def load_svmlight(f, *, n_features=None, dtype=np.float64, zero_based="auto", multilabel=False):
@@ -90,3 +90,47 @@ def make_sparse_classification(n_samples=10_000, n_features=100_000, nnz_per_row
     margin = (margin - margin.mean()) / (margin.std() + 1e-12) * 3.0
     y = (margin + noise * rng.logistic(size=n_samples) > 0).astype(int)
     return X, y, w_true
+
+
+def iter_chunks(path, chunk_size=100_000, format="auto", **options):
+    """Yield a data file as ``(X, y)`` chunks of ``chunk_size`` rows, never loading it whole.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file. ``format="auto"`` decides by the name: ``.svm``, ``.svmlight``, ``.libsvm``,
+        ``.txt``, ``.dat`` are svmlight; ``.csv``, ``.tsv`` CSV; ``.npy`` a NumPy array. A
+        ``.gz`` or ``.bz2`` suffix (text formats) is decompressed on the fly.
+    chunk_size : int, default=100_000
+        Rows per chunk (the last chunk may be shorter).
+    format : {"auto", "svmlight", "csv", "npy"}, default="auto"
+    **options
+        svmlight: ``n_features``, ``zero_based`` (True, False, "auto"), ``dtype``. When
+        ``n_features`` or the index base is not given, the file is read once first to find
+        them (every chunk must have the same width).
+        CSV: ``target`` (column name or position, default 0), ``categorical`` (columns to hash
+        even if numeric), ``hash_bits`` (string columns are hashed with scikit-learn's
+        ``FeatureHasher`` into ``2**hash_bits`` columns; default 18), ``sep``, ``header``,
+        ``dtype``. Needs pandas (``pip install fastgd[csv]``).
+        npy: ``target``, the labels (a ``.npy`` path, memory-mapped too, or an array).
+
+    Yields
+    ------
+    X : ndarray or scipy.sparse.csr_matrix of shape (rows, n_features)
+        CSR for svmlight and for CSV with hashed columns; for ``.npy``, a view of the
+        memory-mapped file (no copy).
+    y : ndarray of shape (rows,) or None
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from fastgd.datasets import iter_chunks
+    >>> path = os.path.join(tempfile.mkdtemp(), "tiny.svm")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("1 1:0.5 3:2\\n0 2:1\\n1 3:1\\n")
+    >>> [(X.shape, y.tolist()) for X, y in iter_chunks(path, chunk_size=2)]
+    [((2, 3), [1.0, 0.0]), ((1, 3), [1.0])]
+    """
+    from fastgd._file_readers import open_file
+
+    return open_file(path, chunk_size, format, **options).chunks()

@@ -909,6 +909,8 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
         step_t += 1
     t[0] = step_t
     counters[_COUNT_UPDATES] += updates
+    if not _all_finite(coef):  # before the fold: a diverged epoch leaves untouched weights as they were
+        return _NONFINITE, loss_sum
     if S != 1.0:
         f = dt(S)
         for c in range(p):
@@ -991,6 +993,8 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
             lazy_work[c, 1] = A
             lazy_work[c, 2] = B
         t[0] += 1
+    if not _all_finite(coef):  # before the catch-up: a diverged epoch leaves untouched weights as they were
+        return _NONFINITE, loss_sum
     for c in range(p):
         u = lazy_work[c, 0]
         if u != float(t[0]):
@@ -1019,9 +1023,14 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
         _start_lazy_epoch(coef, t, lazy_work, index_work[0])
         status, loss_sum = _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                                               batch_size, grad, work, lazy_work, index_work, counters)
-    if status == _OK and not _all_finite(coef):
-        status = _NONFINITE
     return status, loss_sum
+
+
+# Each CSR kernel checks the weights for non-finite values *before* its end-of-epoch fold or
+# catch-up (which maps finite values to finite values), and returns early on a non-finite
+# loss: a diverged CSR epoch has changed only the coordinates its rows touch (and the
+# intercept), so the driver may snapshot just those (fastgd._solver.rollback_rows).
+CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = True
 
 
 @njit(cache=True, nogil=True)
@@ -1120,6 +1129,8 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
         for q in range(nt + 1):
             for k in range(K):
                 grad[rows[q], k] = 0.0
+    if not _all_finite(coef):  # before the catch-up: a diverged epoch leaves untouched weights as they were
+        return _NONFINITE, loss_sum
     if mode == _SPARSE_LAZY_EXACT:
         _catch_up_all(coef, state, A, B, float(t[0]), lazy_work, rmsprop, rho, counters)
     return _OK, loss_sum

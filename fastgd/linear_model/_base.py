@@ -56,7 +56,7 @@ class BaseGD(BaseEstimator):
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "init": [StrOptions(set(_INITS))],
-        "shuffle": ["boolean"],
+        "shuffle": ["boolean", StrOptions({"block"})],
         "random_state": ["random_state"],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -119,7 +119,7 @@ class BaseGD(BaseEstimator):
         hp[C.H_L2], hp[C.H_L1] = self._penalty_strengths()
         hp[C.H_CLIP] = 0.0 if self.clip_norm is None else self.clip_norm
         return _solver.Settings(
-            codes=codes, hp=hp, batch_size=batch_size, shuffle=bool(self.shuffle),
+            codes=codes, hp=hp, batch_size=batch_size, shuffle=self.shuffle if self.shuffle == "block" else bool(self.shuffle),
             schedule=schedule, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             grad_tol=self.grad_tol, validation_score=validation_score, verbose=self.verbose,
             n_jobs=getattr(self, "n_jobs", None) or 1,
@@ -194,7 +194,8 @@ class BaseGD(BaseEstimator):
                 coef = self._init_coef(p, K, X.dtype, rng)
             ts = _solver.TrainState(coef=coef, opt_state=optimizer.init_state(coef.shape, X.dtype), rng=rng)
         else:
-            ts = self._train_state.copy()
+            # trained in place; a failed call is undone with a TrainingUndo taken below
+            ts = self._train_state
             if ts.opt_state.shape[0] != optimizer.n_slots():
                 raise ValueError(
                     "partial_fit cannot change the optimizer of a model being trained; "
@@ -220,17 +221,29 @@ class BaseGD(BaseEstimator):
         backend = get_backend(self.backend)
         n_epochs = 1 if incremental else self.max_iter
         settings.monitor = self._monitor(ts, settings, n_epochs, len(train_idx), continued=not first)
+        # Continuing a fitted model, the state is trained in place and the whole call undone on
+        # any failure (O(nnz) on sparse input, see _solver.rollback_rows): on divergence the
+        # estimator keeps the state it had before the call.
+        undo = None if first else _solver.TrainingUndo(ts, _solver.rollback_rows(backend, problem, settings, K))
         try:
-            converged = _solver.train(backend, problem, ts, settings, n_epochs, check_convergence=not incremental)
-        except DivergenceError:
+            converged = _solver.train(backend, problem, ts, settings, n_epochs, check_convergence=not incremental,
+                                      rollback=first)
+            if not incremental:
+                _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__)
             self._publish(ts, X.dtype, settings)
+        except DivergenceError:
+            if undo is not None:
+                undo.restore(ts)
+            else:
+                self._publish(ts, X.dtype, settings)
+            raise
+        except BaseException:
+            if undo is not None:
+                undo.restore(ts)
             raise
         finally:
             if settings.monitor is not None:
                 settings.monitor.close()
-        if not incremental:
-            _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__)
-        self._publish(ts, X.dtype, settings)
         return self
 
     def _monitor(self, ts, settings, n_epochs, n_train, continued):

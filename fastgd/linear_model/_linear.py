@@ -59,7 +59,12 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
     init : {"zeros", "random", "xavier"}, default="zeros"
         Initial weights: zeros, ``N(0, 0.01^2)``, or Xavier ``N(0, 1/n_features)``; the
         intercept starts at zero.
-    shuffle : bool, default=True
+    shuffle : bool or "block", default=True
+        Visit the samples in a new random order every epoch. ``"block"``: visit contiguous
+        blocks of rows (about 1 MB of data each) in random order, and the rows of each block
+        in random order; every sample still comes once per epoch, and memory (or a
+        memory-mapped file) is read block by block instead of row by row. Measured cost and
+        speed-up: README, "Large data".
         Draw a new sample order every epoch from ``random_state``; ``False`` keeps the data
         order.
     random_state : int, RandomState instance or None, default=None

@@ -21,6 +21,12 @@ except ImportError as exc:  # not built (e.g. a source checkout without build_ex
 
 name = "cython"
 
+from fastgd._backends._cython import _kernels  # noqa: E402
+
+# (absent from builds of older sources: the driver then takes full rollback snapshots)
+CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = getattr(_kernels, "CSR_DIVERGENCE_TOUCHES_ONLY_ROWS", False)
+del _kernels
+
 _stale = {k: v for k, v in contract_constants().items() if getattr(_contract, k, None) != v}
 if _stale:
     raise ImportError(

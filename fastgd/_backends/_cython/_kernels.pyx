@@ -1081,6 +1081,8 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
             S = 1.0
         step += 1
     t[0] = step
+    if not _all_finite(w, p + 1):  # before the fold: a diverged epoch leaves untouched weights as they were
+        return STATUS_NONFINITE
     if S != 1.0:
         f = <floating>S
         for c in range(p):
@@ -1157,6 +1159,8 @@ cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, 
             L.b[LAZY_FIELDS * c] = B
         step += 1
         t[0] = step
+    if not _all_finite(w, p + 1):  # before the catch-up: a diverged epoch leaves untouched weights as they were
+        return STATUS_NONFINITE
     T = <double>step
     for c in range(p):
         if L.last[LAZY_FIELDS * c] != T:
@@ -1242,8 +1246,6 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                                            &indices[0] if indices.shape[0] > 0 else NULL, &indptr[0],
                                            y, sw, &order[0], n_steps, cf, p, t, &P, z, dz,
                                            L.counters, &loss_sum)
-            if status == STATUS_OK and not _all_finite(cf, n):
-                status = STATUS_NONFINITE
         return status, loss_sum
     L.last = &lazy_work[0, 0]
     L.a = &lazy_work[0, 1]
@@ -1265,8 +1267,6 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
         if batch_size == 1 and K == 1 and P.opt == OPT_SGD and P.momentum == 0 and P.clip == 0:
             status = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, cf, p, t, &P, z, dz, &L,
                                           &loss_sum)
-            if status == STATUS_OK and not _all_finite(cf, n):
-                status = STATUS_NONFINITE
         else:
             start = 0
             while start < n_steps:
@@ -1340,8 +1340,16 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                         g[k] = 0
                 start = end
             if status == STATUS_OK:
-                if mode == SPARSE_LAZY_EXACT:
-                    _catch_up_all(cf, st, p, K, A, B, <double>step, &L)
+                # checked before the catch-up: a diverged epoch leaves untouched weights as they were
                 if not _all_finite(cf, n):
                     status = STATUS_NONFINITE
+                elif mode == SPARSE_LAZY_EXACT:
+                    _catch_up_all(cf, st, p, K, A, B, <double>step, &L)
     return status, loss_sum
+
+
+# Each CSR kernel checks the weights for non-finite values *before* its end-of-epoch fold or
+# catch-up, and returns early on a non-finite loss: a diverged CSR epoch has changed only the
+# coordinates its rows touch (and the intercept), so the driver may snapshot just those
+# (fastgd._solver.rollback_rows). A build without this constant gets full snapshots.
+CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = True
