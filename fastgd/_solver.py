@@ -4,7 +4,15 @@
 ``partial_fit`` to the next). :func:`train` draws each epoch's sample order, calls the
 backend's epoch kernel, and applies the convergence tests of the reference notes: the change
 of the epoch loss (``tol`` with ``n_iter_no_change`` patience), the gradient norm
-(``grad_tol``), and early stopping on held-out data.
+(``grad_tol``), and early stopping on held-out data (its loss).
+
+It also tells convergence from a step that is too large (:func:`_track_best_epoch`): every
+epoch whose loss is the lowest so far is remembered with its parameters; a loss clearly
+above that best is a *rise*. With ``learning_rate="auto"`` a rise is answered as a
+backtracking line search would: back to the best epoch's parameters, half the step. With a
+user-given rate training is left alone, and :func:`finish` restores the best epoch's
+parameters if the last epoch ended above it and warns, once, naming the cause and the value
+to try.
 """
 
 import time
@@ -37,6 +45,12 @@ class TrainState:
     best_coef: np.ndarray = None
     no_improvement: int = 0
     plateau: list = field(default_factory=lambda: [np.inf, 0, 1.0])  # best, bad epochs, scale
+    learning_rate: float = None  # the base step in use (halved by backtracking)
+    lr_history: list = field(default_factory=list)  # (epoch, new learning rate) per reduction
+    rises: list = field(default_factory=list)  # epochs whose loss rose clearly above the best
+    best_epoch: int = 0  # 1-based epoch of the lowest training loss (0: none yet)
+    best_epoch_loss: float = np.inf
+    best_epoch_params: tuple = None  # (coef, opt_state) at the start of that epoch
 
     def copy(self):
         return TrainState(
@@ -46,6 +60,9 @@ class TrainState:
             best_score=self.best_score,
             best_coef=None if self.best_coef is None else self.best_coef.copy(),
             no_improvement=self.no_improvement, plateau=list(self.plateau),
+            learning_rate=self.learning_rate, lr_history=list(self.lr_history), rises=list(self.rises),
+            best_epoch=self.best_epoch, best_epoch_loss=self.best_epoch_loss,
+            best_epoch_params=None if self.best_epoch_params is None else tuple(a.copy() for a in self.best_epoch_params),
         )
 
 
@@ -108,6 +125,9 @@ class Settings:
     validation_score: object = None  # callable coef -> score, when early stopping
     verbose: int = 0
     n_jobs: int = 1  # threads for independent outputs (see OutputThreads)
+    backtrack: bool = False  # learning_rate="auto": halve the step on a rise
+    suggest_learning_rate: object = None  # callable () -> the "auto" step, for warnings
+    scale_advice: str = None  # why the features' scales slow gradient descent, if they do
 
 
 class OutputThreads:
@@ -194,15 +214,65 @@ def _stop_on_loss(ts, loss, tol, patience):
     return ts.no_improvement >= patience
 
 
-def _stop_on_score(ts, score, tol, patience):
-    if score < ts.best_score + tol:
+def _stop_on_validation_loss(ts, val_loss, tol, patience):
+    """Early stopping: ``best_score`` holds the lowest validation loss, ``best_coef`` its
+    parameters (restored by :func:`finish`)."""
+    if val_loss > ts.best_score - tol:
         ts.no_improvement += 1
     else:
         ts.no_improvement = 0
-    if score > ts.best_score:
-        ts.best_score = score
+    if val_loss < ts.best_score:
+        ts.best_score = val_loss
         ts.best_coef = ts.coef.copy()
     return ts.no_improvement >= patience
+
+
+# A loss counts as having risen when it exceeds the best by more than this fraction: above
+# rounding and the epoch-to-epoch noise of a running mini-batch loss near convergence.
+RISE_RTOL = 1e-3
+# Backtracking gives up halving once the step is this small a fraction of where it started.
+MIN_LR_FRACTION = 2.0 ** -30
+
+
+def _rose(loss, reference):
+    return loss > reference + RISE_RTOL * abs(reference)
+
+
+def _track_best_epoch(ts, s, loss, start_coef, start_state, hp):
+    """Remember the best epoch; detect a rise above it and, with ``backtrack``, respond.
+
+    The epoch loss is measured along the epoch from ``start_coef`` (exactly at it for
+    full-batch steps), so the start parameters are what is kept. With ``s.backtrack`` a rise
+    restores them and halves the learning rate: the step that produced the rise is undone,
+    as in a backtracking line search, and the reduction is recorded in ``lr_history``.
+    """
+    if loss < ts.best_epoch_loss:
+        ts.best_epoch, ts.best_epoch_loss = ts.n_iter, loss
+        ts.best_epoch_params = (start_coef, start_state)
+        return
+    if not _rose(loss, ts.best_epoch_loss):
+        return
+    ts.rises.append(ts.n_iter)
+    if not s.backtrack or hp[C.H_LR] <= MIN_LR_FRACTION * ts.lr_history[0][1]:
+        return
+    coef, state = ts.best_epoch_params
+    ts.coef[...] = coef
+    momentum = codes_momentum(s)
+    if momentum and not (len(ts.rises) > 1 and ts.rises[-2] == ts.n_iter - 1):
+        # Momentum methods do not decrease the loss monotonically even at a good step: the
+        # first answer is a restart (velocity to zero, O'Donoghue and Candes 2015); the step
+        # is halved only when the loss rises again right after one.
+        ts.opt_state[...] = 0
+        return
+    ts.opt_state[...] = state
+    hp[C.H_LR] *= 0.5
+    ts.learning_rate = float(hp[C.H_LR])
+    ts.lr_history.append((ts.n_iter, ts.learning_rate))
+
+
+def codes_momentum(settings):
+    """True for SGD with (Nesterov) momentum, whose state is a velocity."""
+    return settings.codes[C.C_OPTIMIZER] == C.OPT_SGD and settings.hp[C.H_MOMENTUM] > 0
 
 
 def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
@@ -259,13 +329,15 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
         ts.n_iter += 1
         if plateau is not None:
             plateau.update_scale(ts.plateau, loss, hp[C.H_LR])
+        if check_convergence:
+            _track_best_epoch(ts, s, loss, start_coef, start_state, hp)
         stop = False
         if s.validation_score is not None:
             score = s.validation_score(ts.coef)
             ts.validation_scores.append(score)
             if check_convergence and s.tol is not None:
-                stop = _stop_on_score(ts, score, s.tol, s.n_iter_no_change)
-            elif score > ts.best_score:
+                stop = _stop_on_validation_loss(ts, score, s.tol, s.n_iter_no_change)
+            elif score < ts.best_score:
                 ts.best_score, ts.best_coef = score, ts.coef.copy()
         else:
             if check_convergence and s.tol is not None:
@@ -280,7 +352,7 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
             line = (f"Epoch {ts.n_iter}: loss {loss:.6g}, steps {int(ts.t[0])}, "
                     f"lr scale {ts.plateau[2]:g}, {time.perf_counter() - tic:.3g} s")
             if s.validation_score is not None:
-                line += f", validation score {ts.validation_scores[-1]:.6g}"
+                line += f", validation loss {ts.validation_scores[-1]:.6g}"
             if gnorm is not None:
                 line += f", gradient norm {gnorm:.3g}"
             print(line, flush=True)
@@ -290,14 +362,49 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
 
 
 def finish(ts, settings, converged, max_iter, estimator_name):
-    """After ``fit``: restore the best validated parameters and warn if not converged."""
-    if settings.validation_score is not None and ts.best_coef is not None:
+    """After ``fit``: restore the best parameters, and warn once if something is wrong.
+
+    With early stopping the parameters of the lowest validation loss are restored. Otherwise,
+    if the last epoch's loss rose above the best epoch's, that epoch's parameters are
+    restored (training never ends silently on a loss worse than its best). At most one
+    ``ConvergenceWarning`` is issued; it says what was observed and what to change.
+    """
+    s = settings
+    observed, advice = [], []
+    if s.validation_score is not None and ts.best_coef is not None:
         ts.coef[...] = ts.best_coef
-    tests = settings.tol is not None or settings.grad_tol is not None
-    if tests and not converged:
-        warnings.warn(
-            f"{estimator_name}: maximum number of epochs (max_iter={max_iter}) reached and the "
-            "convergence test did not stop training; consider increasing max_iter, the "
-            "learning_rate, or tol.",
-            ConvergenceWarning,
-        )
+    elif ts.best_epoch_params is not None and _rose(ts.loss_curve[-1], ts.best_epoch_loss):
+        ts.coef[...] = ts.best_epoch_params[0]
+        ts.opt_state[...] = ts.best_epoch_params[1]
+        if not s.backtrack:  # backtracking has recorded its own restores
+                observed.append(f"the last epoch's loss ({ts.loss_curve[-1]:.6g}) was above the best "
+                                f"({ts.best_epoch_loss:.6g}, epoch {ts.best_epoch}); the parameters of "
+                                "that best epoch were restored")
+    if ts.rises and not s.backtrack:
+        first = ts.rises[0]
+        observed.append(f"the training loss rose above its best in {len(ts.rises)} of {ts.n_iter} "
+                        f"epochs (first in epoch {first}: {ts.loss_curve[first - 2]:.4g} -> "
+                        f"{ts.loss_curve[first - 1]:.4g})")
+        lr = s.hp[C.H_LR]
+        suggestion = f"a smaller learning_rate (it is {lr:g})"
+        if s.suggest_learning_rate is not None:
+            auto = s.suggest_learning_rate()
+            if auto < lr:
+                suggestion = (f"learning_rate='auto' (the step derived from this data, {auto:.3g}; "
+                              f"it is {lr:g})")
+        advice.append("the step is likely too large: use " + suggestion)
+    if (s.tol is not None or s.grad_tol is not None) and not converged:
+        observed.append(f"the maximum number of epochs (max_iter={max_iter}) was reached before "
+                        "the convergence test stopped training")
+        advice.append("increase max_iter" + ("" if s.backtrack else " or the learning_rate")
+                      + " or tol")
+    if not observed and s.scale_advice and converged:
+        observed.append("the convergence test stopped training, but on features at such different "
+                        "scales gradient descent progresses so slowly that it looks converged: the "
+                        "model may be far from the optimum")
+    if not observed:
+        return
+    if s.scale_advice:
+        advice.insert(0, s.scale_advice)
+    warnings.warn(f"{estimator_name}: " + "; ".join(observed) + ". To fix: " + "; ".join(advice) + ".",
+                  ConvergenceWarning)

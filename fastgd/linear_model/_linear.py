@@ -138,7 +138,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
     _multi_output = True
     _y_numeric = True
 
-    def __init__(self, *, optimizer="adam", learning_rate=0.01, batch_size=None, max_iter=1000,
+    def __init__(self, *, optimizer="nesterov", learning_rate="auto", batch_size="auto", max_iter=1000,
                  tol=1e-4, n_iter_no_change=5, grad_tol=None, schedule="constant", penalty=None,
                  alpha=1e-4, l1_ratio=0.15, clip_norm=None, init="zeros", shuffle=True,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
@@ -219,8 +219,3 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
         else:
             self.coef_ = coef[:-1].T.copy()
             self.intercept_ = coef[-1].copy()
-
-    def _score_margins(self, z, y2, sw):
-        from sklearn.metrics import r2_score
-
-        return float(r2_score(y2, z, sample_weight=sw))

@@ -111,7 +111,7 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     _multi_output = False
     _y_numeric = False
 
-    def __init__(self, *, optimizer="adam", learning_rate=0.01, batch_size=None, max_iter=1000,
+    def __init__(self, *, optimizer="nesterov", learning_rate="auto", batch_size="auto", max_iter=1000,
                  tol=1e-4, n_iter_no_change=5, grad_tol=None, schedule="constant", penalty="l2",
                  alpha=1e-4, l1_ratio=0.15, clip_norm=None, init="zeros", shuffle=True,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
@@ -245,8 +245,3 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     def _publish_coef(self, coef):
         self.coef_ = coef[:-1].T.copy()
         self.intercept_ = coef[-1].copy()
-
-    def _score_margins(self, z, y2, sw):
-        pred = (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
-        hit = (pred == y2[:, 0].astype(np.intp)).astype(np.float64)
-        return float(np.average(hit, weights=sw))
