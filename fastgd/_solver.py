@@ -39,9 +39,9 @@ class TrainState:
     t: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
     n_iter: int = 0
     loss_curve: list = field(default_factory=list)
-    validation_scores: list = field(default_factory=list)
+    validation_scores: list = field(default_factory=list)  # validation loss per epoch (early stopping)
     best_loss: float = np.inf
-    best_score: float = -np.inf
+    best_validation_loss: float = np.inf
     best_coef: np.ndarray = None
     no_improvement: int = 0
     plateau: list = field(default_factory=lambda: [np.inf, 0, 1.0])  # best, bad epochs, scale
@@ -57,7 +57,7 @@ class TrainState:
             coef=self.coef.copy(), opt_state=self.opt_state.copy(), rng=self.rng,
             t=self.t.copy(), n_iter=self.n_iter, loss_curve=list(self.loss_curve),
             validation_scores=list(self.validation_scores), best_loss=self.best_loss,
-            best_score=self.best_score,
+            best_validation_loss=self.best_validation_loss,
             best_coef=None if self.best_coef is None else self.best_coef.copy(),
             no_improvement=self.no_improvement, plateau=list(self.plateau),
             learning_rate=self.learning_rate, lr_history=list(self.lr_history), rises=list(self.rises),
@@ -215,14 +215,14 @@ def _stop_on_loss(ts, loss, tol, patience):
 
 
 def _stop_on_validation_loss(ts, val_loss, tol, patience):
-    """Early stopping: ``best_score`` holds the lowest validation loss, ``best_coef`` its
+    """Early stopping: ``best_validation_loss`` holds the lowest validation loss, ``best_coef`` its
     parameters (restored by :func:`finish`)."""
-    if val_loss > ts.best_score - tol:
+    if val_loss > ts.best_validation_loss - tol:
         ts.no_improvement += 1
     else:
         ts.no_improvement = 0
-    if val_loss < ts.best_score:
-        ts.best_score = val_loss
+    if val_loss < ts.best_validation_loss:
+        ts.best_validation_loss = val_loss
         ts.best_coef = ts.coef.copy()
     return ts.no_improvement >= patience
 
@@ -329,7 +329,7 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
         ts.n_iter += 1
         if plateau is not None:
             plateau.update_scale(ts.plateau, loss, hp[C.H_LR])
-        if check_convergence:
+        if check_convergence and (s.backtrack or _has_stopping_test(s)):
             _track_best_epoch(ts, s, loss, start_coef, start_state, hp)
         stop = False
         if s.validation_score is not None:
@@ -337,8 +337,8 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
             ts.validation_scores.append(score)
             if check_convergence and s.tol is not None:
                 stop = _stop_on_validation_loss(ts, score, s.tol, s.n_iter_no_change)
-            elif score < ts.best_score:
-                ts.best_score, ts.best_coef = score, ts.coef.copy()
+            elif score < ts.best_validation_loss:
+                ts.best_validation_loss, ts.best_coef = score, ts.coef.copy()
         else:
             if check_convergence and s.tol is not None:
                 stop = _stop_on_loss(ts, loss, s.tol, s.n_iter_no_change)
@@ -361,6 +361,12 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     return False
 
 
+def _has_stopping_test(settings):
+    """Whether a convergence test decides when training ends (else the user fixed the number
+    of epochs: ``tol=None`` and ``grad_tol=None``, and every epoch is kept as trained)."""
+    return settings.tol is not None or settings.grad_tol is not None
+
+
 def finish(ts, settings, converged, max_iter, estimator_name):
     """After ``fit``: restore the best parameters, and warn once if something is wrong.
 
@@ -373,6 +379,8 @@ def finish(ts, settings, converged, max_iter, estimator_name):
     observed, advice = [], []
     if s.validation_score is not None and ts.best_coef is not None:
         ts.coef[...] = ts.best_coef
+    elif not _has_stopping_test(s):
+        return
     elif ts.best_epoch_params is not None and _rose(ts.loss_curve[-1], ts.best_epoch_loss):
         ts.coef[...] = ts.best_epoch_params[0]
         ts.opt_state[...] = ts.best_epoch_params[1]
@@ -393,7 +401,7 @@ def finish(ts, settings, converged, max_iter, estimator_name):
                 suggestion = (f"learning_rate='auto' (the step derived from this data, {auto:.3g}; "
                               f"it is {lr:g})")
         advice.append("the step is likely too large: use " + suggestion)
-    if (s.tol is not None or s.grad_tol is not None) and not converged:
+    if not converged:
         observed.append(f"the maximum number of epochs (max_iter={max_iter}) was reached before "
                         "the convergence test stopped training")
         advice.append("increase max_iter" + ("" if s.backtrack else " or the learning_rate")

@@ -310,7 +310,7 @@ class BaseGD(BaseEstimator):
         self.batch_size_ = settings.batch_size
         if settings.validation_score is not None:
             self.validation_loss_curve_ = list(ts.validation_scores)
-            self.best_validation_loss_ = ts.best_score
+            self.best_validation_loss_ = ts.best_validation_loss
             self.best_loss_ = None
         else:
             self.best_loss_ = ts.best_loss
