@@ -5,8 +5,9 @@ AdaGrad, RMSprop, Adam; learning-rate schedules with warm-up; penalties; clippin
 scikit-learn estimators. One epoch is one compiled call.
 """
 
+from fastgd import datasets
 from fastgd.exceptions import DivergenceError
 from fastgd.linear_model import LinearRegression, LogisticRegression
 
 __version__ = "0.1.0"
-__all__ = ["LinearRegression", "LogisticRegression", "DivergenceError", "__version__"]
+__all__ = ["LinearRegression", "LogisticRegression", "DivergenceError", "datasets", "__version__"]
