@@ -28,6 +28,13 @@ from fastgd.exceptions import DivergenceError
 from fastgd.losses import penalty_value
 from fastgd.schedules import ReduceLROnPlateau
 
+# A loss counts as having risen when it exceeds the best by more than a fraction of it: for
+# full-batch epochs (exact objectives) anything above rounding (of float64; 100 ulp of float32);
+# for mini-batch epochs (running
+# means along the epoch) above their epoch-to-epoch noise near convergence.
+RISE_RTOL_FULL_BATCH = 1e-9
+RISE_RTOL_MINIBATCH = 1e-3
+
 
 @dataclass
 class TrainState:
@@ -128,6 +135,7 @@ class Settings:
     backtrack: bool = False  # learning_rate="auto": halve the step on a rise
     suggest_learning_rate: object = None  # callable () -> the "auto" step, for warnings
     scale_advice: str = None  # why the features' scales slow gradient descent, if they do
+    rise_rtol: float = RISE_RTOL_MINIBATCH  # set by train() from the batch size
 
 
 class OutputThreads:
@@ -227,15 +235,12 @@ def _stop_on_validation_loss(ts, val_loss, tol, patience):
     return ts.no_improvement >= patience
 
 
-# A loss counts as having risen when it exceeds the best by more than this fraction: above
-# rounding and the epoch-to-epoch noise of a running mini-batch loss near convergence.
-RISE_RTOL = 1e-3
 # Backtracking gives up halving once the step is this small a fraction of where it started.
 MIN_LR_FRACTION = 2.0 ** -30
 
 
-def _rose(loss, reference):
-    return loss > reference + RISE_RTOL * abs(reference)
+def _rose(loss, reference, rtol):
+    return loss > reference + rtol * abs(reference)
 
 
 def _track_best_epoch(ts, s, loss, start_coef, start_state, hp):
@@ -250,7 +255,7 @@ def _track_best_epoch(ts, s, loss, start_coef, start_state, hp):
         ts.best_epoch, ts.best_epoch_loss = ts.n_iter, loss
         ts.best_epoch_params = (start_coef, start_state)
         return
-    if not _rose(loss, ts.best_epoch_loss):
+    if not _rose(loss, ts.best_epoch_loss, s.rise_rtol):
         return
     ts.rises.append(ts.n_iter)
     if not s.backtrack or hp[C.H_LR] <= MIN_LR_FRACTION * ts.lr_history[0][1]:
@@ -280,6 +285,8 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True):
     stopped training. On divergence, restores the last finite epoch and raises."""
     s = settings
     codes, hp = s.codes, s.hp
+    s.rise_rtol = (max(RISE_RTOL_FULL_BATCH, 100 * float(np.finfo(ts.coef.dtype).eps))
+                   if s.batch_size >= len(problem.train_idx) else RISE_RTOL_MINIBATCH)
     K = ts.coef.shape[1]
     grad = np.empty_like(ts.coef)
     work = np.zeros((C.WORK_ROWS, K), dtype=ts.coef.dtype)
@@ -367,12 +374,14 @@ def _has_stopping_test(settings):
     return settings.tol is not None or settings.grad_tol is not None
 
 
-def finish(ts, settings, converged, max_iter, estimator_name):
+def finish(ts, settings, converged, max_iter, estimator_name, objective=None):
     """After ``fit``: restore the best parameters, and warn once if something is wrong.
 
     With early stopping the parameters of the lowest validation loss are restored. Otherwise,
     if the last epoch's loss rose above the best epoch's, that epoch's parameters are
-    restored (training never ends silently on a loss worse than its best). At most one
+    restored (training never ends silently on a loss worse than its best); for full-batch
+    training ``objective`` (a callable of the parameters) also checks the parameters after the
+    last step, whose loss no epoch has measured. At most one
     ``ConvergenceWarning`` is issued; it says what was observed and what to change.
     """
     s = settings
@@ -381,12 +390,16 @@ def finish(ts, settings, converged, max_iter, estimator_name):
         ts.coef[...] = ts.best_coef
     elif not _has_stopping_test(s):
         return
-    elif ts.best_epoch_params is not None and _rose(ts.loss_curve[-1], ts.best_epoch_loss):
+    elif ts.best_epoch_params is not None and (
+            _rose(ts.loss_curve[-1], ts.best_epoch_loss, s.rise_rtol)
+            or (s.rise_rtol < RISE_RTOL_MINIBATCH and objective is not None
+                and _rose(objective(ts.coef), ts.best_epoch_loss, s.rise_rtol))):
         ts.coef[...] = ts.best_epoch_params[0]
         ts.opt_state[...] = ts.best_epoch_params[1]
         if not s.backtrack:  # backtracking has recorded its own restores
-                observed.append(f"the last epoch's loss ({ts.loss_curve[-1]:.6g}) was above the best "
-                                f"({ts.best_epoch_loss:.6g}, epoch {ts.best_epoch}); the parameters of "
+                observed.append(f"training ended above its best loss "
+                                f"({ts.best_epoch_loss:.6g}, epoch {ts.best_epoch}; last epoch "
+                                f"{ts.loss_curve[-1]:.6g}); the parameters of "
                                 "that best epoch were restored")
     if ts.rises and not s.backtrack:
         first = ts.rises[0]

@@ -13,6 +13,7 @@ from fastgd import _contract as C
 from fastgd import _solver, _step_size
 from fastgd._backends import get_backend
 from fastgd.exceptions import DivergenceError
+from fastgd.losses import objective as _objective
 from fastgd.optim import OPTIMIZER_NAMES, Optimizer, get_optimizer
 from fastgd.schedules import SCHEDULE_NAMES, Schedule, get_schedule
 
@@ -272,7 +273,11 @@ class BaseGD(BaseEstimator):
             self._publish(ts, X.dtype, settings)
             raise
         if not incremental:
-            _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__)
+            def objective(coef):
+                return _objective(X[train_idx] if len(train_idx) < n else X, y2[train_idx], sw[train_idx], coef,
+                                  self._loss_code, settings.hp[C.H_L2], settings.hp[C.H_L1])
+
+            _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__, objective)
         self._publish(ts, X.dtype, settings)
         return self
 
