@@ -26,12 +26,16 @@ class LogisticRegression(ClassifierMixin, BaseGD):
 
     Parameters
     ----------
-    optimizer : str or fastgd.optim.Optimizer, default="adam"
+    optimizer : str or fastgd.optim.Optimizer, default="nesterov"
         ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``,
         ``"amsgrad"``, ``"adamw"`` or an optimizer object. Update rules follow ``torch.optim``.
-    learning_rate : float, default=0.01
-    batch_size : int or None, default=None
-        ``1``: stochastic GD; ``1 < b < n``: mini-batch; ``None``: full-batch GD.
+    learning_rate : float or "auto", default="auto"
+        ``"auto"`` derives the step from the data as in :class:`LinearRegression`, with the
+        curvature bound of the log loss (1/4) or the softmax (1/2) and the L2 strength.
+        The value used is ``learning_rate_``.
+    batch_size : int, "auto" or None, default="auto"
+        ``1``: stochastic GD; ``1 < b < n``: mini-batch; ``None``: full-batch GD; ``"auto"``:
+        full batch up to 10,000 samples, 256 above.
     max_iter : int, default=1000
         Maximum number of epochs.
     tol : float or None, default=1e-4
@@ -48,8 +52,9 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     shuffle : bool, default=True
     random_state : int, RandomState instance or None, default=None
     early_stopping : bool, default=False
-        Hold out a stratified ``validation_fraction`` and stop on validation accuracy; keep
-        the best parameters.
+        Hold out a stratified ``validation_fraction`` and stop when the validation log loss
+        has not improved by ``tol`` for ``n_iter_no_change`` epochs; keep the parameters of
+        the epoch with the lowest validation loss.
     validation_fraction : float, default=0.1
     class_weight : dict, "balanced" or None, default=None
         Weights per class, multiplied into ``sample_weight``; ``"balanced"`` uses
@@ -79,9 +84,15 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     loss_curve_ : list of float
         The learning curve (objective per epoch).
     best_loss_ : float or None
-    validation_scores_ : list of float
-        Validation accuracy per epoch (early stopping only).
-    best_validation_score_ : float
+    learning_rate_ : float
+        The base learning rate in use at the end of training.
+    learning_rate_history_ : list of (int, float)
+        With ``learning_rate="auto"``: the initial rate, then ``(epoch, new rate)`` per
+        reduction after a rising loss.
+    batch_size_ : int
+    validation_loss_curve_ : list of float
+        Validation log loss per epoch (early stopping only).
+    best_validation_loss_ : float
     n_features_in_ : int
     feature_names_in_ : ndarray of str
 
