@@ -9,7 +9,8 @@ of the epoch loss (``tol`` with ``n_iter_no_change`` patience), the gradient nor
 It also tells convergence from a step that is too large (:func:`_track_best_epoch`): every
 epoch whose loss is the lowest so far is remembered with its parameters; a loss clearly
 above that best is a *rise*. With ``learning_rate="auto"`` a rise is answered as a
-backtracking line search would: back to the best epoch's parameters, half the step. With a
+backtracking line search would: back to the best epoch's parameters, half the step (momentum
+methods first restart their velocity instead). With a
 user-given rate training is left alone, and :func:`finish` restores the best epoch's
 parameters if the last epoch ended above it and warns, once, naming the cause and the value
 to try.
@@ -29,9 +30,9 @@ from fastgd.losses import penalty_value
 from fastgd.schedules import ReduceLROnPlateau
 
 # A loss counts as having risen when it exceeds the best by more than a fraction of it: for
-# full-batch epochs (exact objectives) anything above rounding (of float64; 100 ulp of float32);
-# for mini-batch epochs (running
-# means along the epoch) above their epoch-to-epoch noise near convergence.
+# full-batch epochs (exact objectives) anything above rounding (1e-9 in float64, 100 ulp in
+# float32); for mini-batch epochs (running means along the epoch) above their epoch-to-epoch
+# noise near convergence.
 RISE_RTOL_FULL_BATCH = 1e-9
 RISE_RTOL_MINIBATCH = 1e-3
 
@@ -262,8 +263,7 @@ def _track_best_epoch(ts, s, loss, start_coef, start_state, hp):
         return
     coef, state = ts.best_epoch_params
     ts.coef[...] = coef
-    momentum = codes_momentum(s)
-    if momentum and not (len(ts.rises) > 1 and ts.rises[-2] == ts.n_iter - 1):
+    if _has_velocity(s) and not (len(ts.rises) > 1 and ts.rises[-2] == ts.n_iter - 1):
         # Momentum methods do not decrease the loss monotonically even at a good step: the
         # first answer is a restart (velocity to zero, O'Donoghue and Candes 2015); the step
         # is halved only when the loss rises again right after one.
@@ -275,7 +275,7 @@ def _track_best_epoch(ts, s, loss, start_coef, start_state, hp):
     ts.lr_history.append((ts.n_iter, ts.learning_rate))
 
 
-def codes_momentum(settings):
+def _has_velocity(settings):
     """True for SGD with (Nesterov) momentum, whose state is a velocity."""
     return settings.codes[C.C_OPTIMIZER] == C.OPT_SGD and settings.hp[C.H_MOMENTUM] > 0
 
@@ -386,10 +386,12 @@ def finish(ts, settings, converged, max_iter, estimator_name, objective=None):
     """
     s = settings
     observed, advice = [], []
+    if not _has_stopping_test(s):
+        if s.validation_score is not None and ts.best_coef is not None:
+            ts.coef[...] = ts.best_coef
+        return
     if s.validation_score is not None and ts.best_coef is not None:
         ts.coef[...] = ts.best_coef
-    elif not _has_stopping_test(s):
-        return
     elif ts.best_epoch_params is not None and (
             _rose(ts.loss_curve[-1], ts.best_epoch_loss, s.rise_rtol)
             or (s.rise_rtol < RISE_RTOL_MINIBATCH and objective is not None
@@ -397,10 +399,9 @@ def finish(ts, settings, converged, max_iter, estimator_name, objective=None):
         ts.coef[...] = ts.best_epoch_params[0]
         ts.opt_state[...] = ts.best_epoch_params[1]
         if not s.backtrack:  # backtracking has recorded its own restores
-                observed.append(f"training ended above its best loss "
-                                f"({ts.best_epoch_loss:.6g}, epoch {ts.best_epoch}; last epoch "
-                                f"{ts.loss_curve[-1]:.6g}); the parameters of "
-                                "that best epoch were restored")
+            observed.append(f"training ended above its best loss ({ts.best_epoch_loss:.6g}, epoch "
+                            f"{ts.best_epoch}; last epoch {ts.loss_curve[-1]:.6g}); the parameters "
+                            "of that best epoch were restored")
     if ts.rises and not s.backtrack:
         first = ts.rises[0]
         observed.append(f"the training loss rose above its best in {len(ts.rises)} of {ts.n_iter} "
