@@ -16,7 +16,7 @@ Run from the repository root (figures depend on the machine and its load)::
 
 import argparse
 
-from fastgd._defaults_comparison import markdown, progress_line, rows, unexplained
+from fastgd._defaults_comparison import measure_and_print, rows
 
 
 def main(argv=None):
@@ -28,18 +28,9 @@ def main(argv=None):
     parser.add_argument("--backend", default="auto", choices=["auto", "numba", "cython", "numpy"],
                         help="fastgd kernel backend")
     args = parser.parse_args(argv)
-    table = []
-    for label, row in rows(generated=not args.quick, n_generated=args.rows,
-                           check_partial_fit=not args.no_partial_fit, backend=args.backend):
-        table.append((label, row))
-        print(progress_line(label, row), flush=True)
-    print()
-    print(markdown(table))
-    failing = unexplained(table)
-    if failing:
-        print("\nrows more than 0.01 below scikit-learn's score without a warning:", "; ".join(failing))
-        return 1
-    return 0
+    _, failing = measure_and_print(rows(generated=not args.quick, n_generated=args.rows,
+                                        check_partial_fit=not args.no_partial_fit, backend=args.backend))
+    return 1 if failing else 0
 
 
 if __name__ == "__main__":

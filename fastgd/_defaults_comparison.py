@@ -13,7 +13,6 @@ ends within 0.01 of ``fit``'s score. Fit times depend on the machine and its loa
 side by side within one run.
 """
 
-import argparse
 import time
 import warnings
 
@@ -139,6 +138,21 @@ def progress_line(label, r):
             f"{r['learning_rate']:.3g}, {r['reductions']} reductions){partial}; scikit-learn "
             f"{r['sk_score']:.4f} in {r['sk_seconds']:.3f} s; "
             + (f"warning: {r['warnings'][0]}" if r["warnings"] else "no warning"))
+
+
+def measure_and_print(row_iter):
+    """Measure each row (printing a line as it comes), then print the Markdown table and the
+    rows that miss the criterion unexplained; returns ``(table, those labels)``."""
+    table = []
+    for label, row in row_iter:
+        table.append((label, row))
+        print(progress_line(label, row), flush=True)
+    print()
+    print(markdown(table))
+    failing = unexplained(table)
+    if failing:
+        print("\nrows more than 0.01 below scikit-learn's score without a warning: " + "; ".join(failing))
+    return table, failing
 
 
 def unexplained(table):

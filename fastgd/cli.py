@@ -26,43 +26,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(minimum, kind):
+    """An argparse type: an integer not below ``minimum`` (``kind`` names it in the error)."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {value}")
+        return value
+
+    parse.__name__ = f"{kind} integer"
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+_positive_int = _int_at_least(1, "positive")
+_non_negative_int = _int_at_least(0, "non-negative")
 
 
 def _demo(args):
-    from fastgd._defaults_comparison import markdown, progress_line, rows, unexplained
+    from fastgd._defaults_comparison import measure_and_print, rows
 
     datasets = args.data
     print("fastgd at its defaults against scikit-learn (LogisticRegression(lbfgs) / LinearRegression) on "
           f"the same 75/25 split, raw and standardised features, backend={args.backend}. Scores are test "
           "accuracy or R^2; no learning rate is set by hand.\n", flush=True)
-    table = []
-    for label, row in rows(datasets, generated=args.large, n_generated=args.rows, check_partial_fit=False,
-                           seed=args.seed, backend=args.backend):
-        table.append((label, row))
-        print(progress_line(label, row), flush=True)
-    print()
-    print(markdown(table))
-    failing = unexplained(table)
-    if failing:
-        print("\nmore than 0.01 below scikit-learn without a warning: " + "; ".join(failing))
+    measure_and_print(rows(datasets, generated=args.large, n_generated=args.rows, check_partial_fit=False,
+                           seed=args.seed, backend=args.backend))
     print("\n(the first fit of a kernel variant includes its compile or cache load; times are of one "
           "run on this machine)")
     return 0

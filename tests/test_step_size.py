@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from numpy.testing import assert_allclose
 from sklearn.datasets import make_classification, make_regression
 
 from fastgd import LinearRegression, LogisticRegression
