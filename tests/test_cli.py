@@ -79,7 +79,12 @@ def test_every_option_has_help_and_shows_its_default():
 
 
 def test_datasets_is_reachable_from_the_package(tmp_path):
+    # in a fresh interpreter, as the README writes it: no other import has loaded the submodule
     path = tmp_path / "train.svm"
     path.write_bytes(b"1 1:0.5 3:2\n0 2:1\n")
-    X, y = fastgd.datasets.load_svmlight(str(path), zero_based=False)
-    assert X.shape == (2, 3) and y.tolist() == [1.0, 0.0]
+    code = ("import sys, fastgd; assert 'fastgd.datasets' not in sys.modules; "
+            f"X, y = fastgd.datasets.load_svmlight({str(path)!r}, zero_based=False); print(X.shape, y.tolist())")
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(2, 3) [1.0, 0.0]"
