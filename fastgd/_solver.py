@@ -54,7 +54,7 @@ class TrainState:
     no_improvement: int = 0
     plateau: list = field(default_factory=lambda: [np.inf, 0, 1.0])  # best, bad epochs, scale
     learning_rate: float = None  # the base step in use (halved by backtracking)
-    lr_history: list = field(default_factory=list)  # (epoch, new learning rate) per reduction
+    lr_history: list = field(default_factory=list)  # (epoch, learning rate, why): "auto", "rise", "plateau"
     rises: list = field(default_factory=list)  # epochs whose loss rose clearly above the best
     best_epoch: int = 0  # 1-based epoch of the lowest training loss (0: none yet)
     best_epoch_loss: float = np.inf
@@ -272,7 +272,28 @@ def _track_best_epoch(ts, s, loss, start_coef, start_state, hp):
     ts.opt_state[...] = state
     hp[C.H_LR] *= 0.5
     ts.learning_rate = float(hp[C.H_LR])
-    ts.lr_history.append((ts.n_iter, ts.learning_rate))
+    ts.lr_history.append((ts.n_iter, ts.learning_rate, "rise"))
+
+
+# Mini-batch steps at a constant rate stall at a noise level proportional to the rate: with
+# learning_rate="auto", a plateau of the loss test halves the step (as scikit-learn's
+# "adaptive" rate divides it) this many times before it may stop training.
+PLATEAU_HALVINGS = 4
+
+
+def _anneal_on_plateau(ts, s, hp):
+    """With ``backtrack`` and mini-batches: answer a plateau by halving the step (recorded in
+    ``lr_history``) instead of stopping, up to :data:`PLATEAU_HALVINGS` times. Returns True
+    when training should go on."""
+    if not s.backtrack or s.rise_rtol < RISE_RTOL_MINIBATCH:
+        return False
+    if sum(1 for _, _, why in ts.lr_history if why == "plateau") >= PLATEAU_HALVINGS:
+        return False
+    hp[C.H_LR] *= 0.5
+    ts.learning_rate = float(hp[C.H_LR])
+    ts.lr_history.append((ts.n_iter, ts.learning_rate, "plateau"))
+    ts.no_improvement = 0
+    return True
 
 
 def _has_velocity(settings):
@@ -348,7 +369,7 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
                 ts.best_validation_loss, ts.best_coef = score, ts.coef.copy()
         else:
             if check_convergence and s.tol is not None:
-                stop = _stop_on_loss(ts, loss, s.tol, s.n_iter_no_change)
+                stop = _stop_on_loss(ts, loss, s.tol, s.n_iter_no_change) and not _anneal_on_plateau(ts, s, hp)
             else:
                 ts.best_loss = min(ts.best_loss, loss)
         gnorm = None

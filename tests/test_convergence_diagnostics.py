@@ -34,16 +34,36 @@ def test_auto_halves_the_step_after_a_rise_and_still_converges(monkeypatch):
     reg = LinearRegression(optimizer="sgd", max_iter=3000, tol=1e-10)
     messages = fit_recording(reg, X, y)
     history = reg.learning_rate_history_
-    assert history[0] == (0, 8 * safe)
+    assert history[0] == (0, 8 * safe, "auto")
     # each reduction halves the step and is recorded with its epoch; the loss rose first
-    assert [lr for _, lr in history[1:]] == [8 * safe / 2 ** k for k in range(1, len(history))]
+    assert [lr for _, lr, _ in history[1:]] == [8 * safe / 2 ** k for k in range(1, len(history))]
+    assert {why for _, _, why in history[1:]} == {"rise"}  # full batch: no plateau halvings
     assert len(history) >= 3 and reg.learning_rate_ == history[-1][1] <= 2 * safe
-    for epoch, _ in history[1:]:
+    for epoch, _, _ in history[1:]:
         assert reg.loss_curve_[epoch - 1] > min(reg.loss_curve_[:epoch - 1])
     assert messages == []  # backtracking is the documented behaviour of "auto", not a failure
     A = np.column_stack([X, np.ones(len(y))])
     exact = np.linalg.lstsq(A, y, rcond=None)[0]
     assert_allclose(np.append(reg.coef_, reg.intercept_), exact, rtol=1e-4, atol=1e-4)
+
+
+def test_minibatch_plateau_halves_the_step_before_stopping(monkeypatch):
+    monkeypatch.setattr(_base, "AUTO_FULL_BATCH_MAX", 16)
+    monkeypatch.setattr(_base, "AUTO_BATCH_SIZE", 16)
+    X, y = make_regression(n_samples=400, n_features=5, noise=5.0, random_state=0)
+    reg = LinearRegression(random_state=0, tol=1e-3)
+    messages = fit_recording(reg, X, y)
+    plateaus = [(epoch, lr) for epoch, lr, why in reg.learning_rate_history_ if why == "plateau"]
+    assert len(plateaus) == 4 and reg.n_iter_ < reg.max_iter and messages == []
+    start = reg.learning_rate_history_[0][1]
+    assert reg.learning_rate_ <= start / 2 ** 4
+    # without the halvings (a rate given as a number) the same run stops at the first plateau
+    fixed = LinearRegression(random_state=0, tol=1e-3, learning_rate=start)
+    fixed_messages = fit_recording(fixed, X, y)
+    assert fixed.n_iter_ <= plateaus[0][0]
+    assert len(fixed_messages) <= 1
+    # ... at a loss the annealed run improves on
+    assert min(reg.loss_curve_) < min(fixed.loss_curve_)
 
 
 def test_momentum_restarts_before_halving(monkeypatch):

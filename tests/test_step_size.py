@@ -119,7 +119,7 @@ def test_estimators_expose_the_step_they_used():
     lam = np.linalg.eigvalsh(gram(X, np.ones(len(y))))[-1]
     assert reg.batch_size_ == 90  # "auto" is full batch on small data
     assert reg.learning_rate_ == pytest.approx(1.0 / (2 * lam), rel=2e-3)
-    assert reg.learning_rate_history_ == [(0, reg.learning_rate_)]
+    assert reg.learning_rate_history_ == [(0, reg.learning_rate_, "auto")]
     # a number is used as given
     assert LinearRegression(learning_rate=0.003, max_iter=2, tol=None).fit(X, y).learning_rate_ == 0.003
     # adaptive optimizers: torch.optim's defaults

@@ -259,7 +259,7 @@ class BaseGD(BaseEstimator):
         if self.learning_rate == "auto":
             if ts.learning_rate is None:
                 ts.learning_rate = auto_step()
-                ts.lr_history.append((ts.n_iter, ts.learning_rate))
+                ts.lr_history.append((ts.n_iter, ts.learning_rate, "auto"))
             settings.hp[C.H_LR] = ts.learning_rate
         else:
             ts.learning_rate = float(self.learning_rate)

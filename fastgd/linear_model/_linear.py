@@ -36,7 +36,8 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
         smoothness of a batch (between ``L`` and the largest single-sample bound). Adaptive
         optimizers use ``torch.optim``'s defaults (Adam 1e-3, AdaGrad and RMSprop 1e-2). With
         ``"auto"`` a rising loss sends training back to the best epoch (momentum restarted, or
-        the step halved): see ``learning_rate_history_``. The value used is ``learning_rate_``.
+        the step halved), and a mini-batch plateau halves the step: see
+        ``learning_rate_history_``. The value used is ``learning_rate_``.
     batch_size : int, "auto" or None, default="auto"
         Samples per step: ``1`` is stochastic gradient descent, ``1 < b < n`` mini-batch,
         ``None`` (or ``b >= n``) full-batch gradient descent (one step per epoch). ``"auto"`` is
@@ -119,9 +120,11 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
     learning_rate_ : float
         The base learning rate in use at the end of training (``"auto"``: derived from the
         data, after any reductions).
-    learning_rate_history_ : list of (int, float)
-        With ``learning_rate="auto"``: the initial rate at epoch 0, then ``(epoch, new rate)``
-        for each reduction after a rising loss. Empty for a rate given as a number.
+    learning_rate_history_ : list of (int, float, str)
+        With ``learning_rate="auto"``: ``(0, initial rate, "auto")``, then ``(epoch, new rate,
+        reason)`` for each halving: ``"rise"`` after a rising loss, ``"plateau"`` when the
+        loss test would stop mini-batch training (at most 4 times; a constant mini-batch step
+        stalls at a noise level proportional to it). Empty for a rate given as a number.
     batch_size_ : int
         The batch size used.
     validation_loss_curve_ : list of float

@@ -86,9 +86,9 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     best_loss_ : float or None
     learning_rate_ : float
         The base learning rate in use at the end of training.
-    learning_rate_history_ : list of (int, float)
-        With ``learning_rate="auto"``: the initial rate, then ``(epoch, new rate)`` per
-        reduction after a rising loss.
+    learning_rate_history_ : list of (int, float, str)
+        With ``learning_rate="auto"``: ``(0, initial rate, "auto")``, then ``(epoch, new rate,
+        reason)`` per halving (``"rise"`` or ``"plateau"``, as in :class:`LinearRegression`).
     batch_size_ : int
     validation_loss_curve_ : list of float
         Validation log loss per epoch (early stopping only).
