@@ -40,8 +40,15 @@ CURVATURE = {C.LOSS_SQUARED: 2.0, C.LOSS_LOG: 0.25, C.LOSS_SOFTMAX: 0.5}
 # learning_rate="auto" for the adaptive optimizers: torch.optim's defaults.
 ADAPTIVE_DEFAULTS = {C.OPT_ADAGRAD: 1e-2, C.OPT_RMSPROP: 1e-2, C.OPT_ADAM: 1e-3}
 
+# Power iteration stops when successive estimates agree to POWER_RTOL: a step from an estimate
+# a few per cent low is still well inside gradient descent's stability limit 2/L, and a rise
+# it might cause is caught by the epoch driver's backtracking.
 POWER_ITERATIONS = 20
-POWER_RTOL = 1e-3
+POWER_RTOL = 1e-2
+# Mini-batch steps estimate L on at most this many rows drawn at random: L enters L_b next to
+# the exact L_max and a safety factor of 2, and a full pass per iteration over a large data
+# set would cost several epochs.
+GRAM_SAMPLE_ROWS = 50_000
 
 
 def gram_top_eigenvalue(X, sw, backend=None, n_iter=POWER_ITERATIONS, rtol=POWER_RTOL, seed=0):
@@ -149,7 +156,11 @@ def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, st
     c = CURVATURE[int(loss_code)]
     l2 = float(hp[C.H_L2])
     full = batch_size >= n and not streaming
-    L = c * gram_top_eigenvalue(X, sw, backend) + l2
+    if not full and X.shape[0] > GRAM_SAMPLE_ROWS:
+        rows = np.sort(np.random.default_rng(0).choice(X.shape[0], GRAM_SAMPLE_ROWS, replace=False))
+        L = c * gram_top_eigenvalue(X[rows], np.ascontiguousarray(sw[rows]), backend) + l2
+    else:
+        L = c * gram_top_eigenvalue(X, sw, backend) + l2
     if full:
         step = 1.0 / L if L > 0 else 1.0
     else:

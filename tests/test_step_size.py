@@ -40,16 +40,16 @@ def test_power_iteration_matches_the_largest_eigenvalue(backend, weighted, scale
     estimate = _step_size.gram_top_eigenvalue(X, sw, None if backend is None else get_backend(backend))
     # a Rayleigh quotient: from below, and close
     assert estimate <= exact * (1 + 1e-12)
-    assert estimate == pytest.approx(exact, rel=2e-3)
+    assert estimate == pytest.approx(exact, rel=1e-2)
 
 
 def test_power_iteration_on_csr_and_float32():
     X, sw = problem(n=120, p=10, seed=3, weighted=True)
     X[np.abs(X) < 0.8] = 0.0
     exact = np.linalg.eigvalsh(gram(X, sw))[-1]
-    assert _step_size.gram_top_eigenvalue(sp.csr_matrix(X), sw) == pytest.approx(exact, rel=2e-3)
+    assert _step_size.gram_top_eigenvalue(sp.csr_matrix(X), sw) == pytest.approx(exact, rel=1e-2)
     X32, sw32 = X.astype(np.float32), sw.astype(np.float32)
-    assert _step_size.gram_top_eigenvalue(X32, sw32, get_backend("auto")) == pytest.approx(exact, rel=3e-3)
+    assert _step_size.gram_top_eigenvalue(X32, sw32, get_backend("auto")) == pytest.approx(exact, rel=1e-2)
 
 
 def test_max_row_norm_and_expected_smoothness():
@@ -87,7 +87,7 @@ def test_full_batch_step_is_one_over_the_smoothness(loss_code, curvature, l2):
     codes, hp = kernel_arrays(loss_code, l2=l2)
     L = curvature * np.linalg.eigvalsh(gram(X, sw))[-1] + l2
     step = _step_size.auto_learning_rate(X, sw, np.arange(n), codes, hp, n, get_backend("auto"))
-    assert step == pytest.approx(1.0 / L, rel=2e-3)
+    assert step == pytest.approx(1.0 / L, rel=1e-2)
 
 
 def test_minibatch_step_uses_expected_smoothness_and_momentum():
@@ -99,7 +99,7 @@ def test_minibatch_step_uses_expected_smoothness_and_momentum():
     b = 8
     L_b = (n * (b - 1) * L + (n - b) * L_max) / (b * (n - 1))
     step = _step_size.auto_learning_rate(X, sw, np.arange(n), codes, hp, b)
-    assert step == pytest.approx((1 - 0.9) * 0.5 / L_b, rel=2e-3)
+    assert step == pytest.approx((1 - 0.9) * 0.5 / L_b, rel=1e-2)
 
 
 def test_held_out_samples_do_not_enter_the_step():
@@ -109,7 +109,7 @@ def test_held_out_samples_do_not_enter_the_step():
     sw_train = np.ones(100)
     step = _step_size.auto_learning_rate(X, sw_train, train, codes, hp, len(train), get_backend("auto"))
     L = 2 * np.linalg.eigvalsh(gram(X[train], np.ones(len(train))))[-1]
-    assert step == pytest.approx(1.0 / L, rel=2e-3)
+    assert step == pytest.approx(1.0 / L, rel=1e-2)
 
 
 def test_estimators_expose_the_step_they_used():
@@ -118,7 +118,7 @@ def test_estimators_expose_the_step_they_used():
     reg = LinearRegression(max_iter=3, tol=None).fit(X, y)
     lam = np.linalg.eigvalsh(gram(X, np.ones(len(y))))[-1]
     assert reg.batch_size_ == 90  # "auto" is full batch on small data
-    assert reg.learning_rate_ == pytest.approx(1.0 / (2 * lam), rel=2e-3)
+    assert reg.learning_rate_ == pytest.approx(1.0 / (2 * lam), rel=1e-2)
     assert reg.learning_rate_history_ == [(0, reg.learning_rate_, "auto")]
     # a number is used as given
     assert LinearRegression(learning_rate=0.003, max_iter=2, tol=None).fit(X, y).learning_rate_ == 0.003
