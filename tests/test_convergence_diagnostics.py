@@ -131,6 +131,19 @@ def test_ill_scaled_data_warns_even_when_the_loss_test_stops():
     assert fit_recording(LogisticRegression(), Xs, y) == []
 
 
+def test_scale_advice_reads_sparse_columns_by_their_stored_values():
+    import scipy.sparse as sp
+
+    from fastgd.datasets import make_sparse_classification
+
+    X, _, _ = make_sparse_classification(2000, 1000, 10, random_state=0)  # many rare features
+    assert _base.scale_advice(X) is None
+    D = np.random.default_rng(0).standard_normal((50, 4)) * [1, 10, 100, 1000]
+    assert "StandardScaler()" in _base.scale_advice(D)
+    assert "MaxAbsScaler()" in _base.scale_advice(sp.csr_matrix(D))
+    assert _base.scale_advice(D / [1, 10, 100, 1000]) is None
+
+
 def test_no_warning_without_a_stopping_test_or_a_problem():
     X, y = lsq_problem()
     assert fit_recording(LinearRegression(max_iter=3, tol=None), X, y) == []

@@ -38,21 +38,25 @@ def scale_advice(X):
 
     Gradient descent converges at a rate set by the condition number of the Gram matrix, and
     columns (the intercept's column of ones included) whose root-mean-square values differ by
-    a factor ``r`` make it at least of order ``r^2``. One pass over X, no copy.
+    a factor ``r`` make it at least of order ``r^2``. One pass over X, no copy of a dense X.
     """
-    n = X.shape[0]
     if sp.issparse(X):
-        sq = np.asarray(X.multiply(X).sum(axis=0), dtype=np.float64).ravel()
+        # Over each column's stored entries: a rare feature is not a badly scaled one (and
+        # sparse columns are not standardised, which would fill them in).
+        sq = np.bincount(X.indices, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[1])
+        count = np.bincount(X.indices, minlength=X.shape[1])
+        rms = np.sqrt(sq / np.maximum(count, 1))
     else:
         sq = np.einsum("ij,ij->j", X, X, dtype=np.float64)
-    rms = np.sqrt(sq / max(n, 1))
+        rms = np.sqrt(sq / max(X.shape[0], 1))
     rms = np.append(rms[rms > 0], 1.0)  # constant-zero columns do not matter; 1 = intercept
     spread = float(rms.max() / rms.min())
     if spread <= SCALE_SPREAD_WARNING:
         return None
+    scaler = "MaxAbsScaler()" if sp.issparse(X) else "StandardScaler()"
     return (f"standardise the features (their root-mean-square values, with the intercept's "
             f"1, span a factor of {spread:.3g}, which makes gradient descent slow), e.g. "
-            "make_pipeline(StandardScaler(), estimator)")
+            f"make_pipeline({scaler}, estimator)")
 
 
 def make_rng(random_state):
