@@ -71,8 +71,11 @@ def test_momentum_restarts_before_halving(monkeypatch):
     reg = LinearRegression(optimizer="nesterov", max_iter=400, tol=1e-8)
     messages = fit_recording(reg, X, y)
     assert messages == []
-    # Nesterov's loss is not monotone; a rise is first answered by a restart (no halving)
-    assert len(reg.learning_rate_history_) == 1 or reg.learning_rate_ < reg.learning_rate_history_[0][1]
+    # Nesterov's loss is not monotone at 1/L: its rises are answered by restarts, which
+    # suffice here (a plain gradient step follows each), so the step is never halved
+    rises = reg._train_state.rises
+    assert len(rises) >= 2 and all(b > a + 1 for a, b in zip(rises, rises[1:]))
+    assert len(reg.learning_rate_history_) == 1
     A = np.column_stack([X, np.ones(len(y))])
     exact = np.linalg.lstsq(A, y, rcond=None)[0]
     assert_allclose(np.append(reg.coef_, reg.intercept_), exact, rtol=1e-4, atol=1e-4)
