@@ -16,6 +16,7 @@ and ``evaluate`` reuse so a file is encoded exactly as in training; and ``pass_h
 Errors in the data or the options are reported in one line on stderr, with exit status 2.
 """
 
+import argparse
 import sys
 
 import numpy as np
@@ -33,42 +34,43 @@ def register(subparsers):
     from fastgd.optim import OPTIMIZER_NAMES
 
     def add(name, help, func):
-        parser = subparsers.add_parser(name, help=help, description=help)
+        parser = subparsers.add_parser(name, help=help, description=help,
+                                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         parser.error = lambda message: _usage_error(parser, message)
         parser.set_defaults(func=lambda args: _run(func, args, name))
         parser.add_argument("data", metavar="DATA", help="svmlight/libsvm or CSV file, optionally .gz/.bz2")
         parser.add_argument("--model", "-m", required=True, metavar="M.joblib", help="model file")
         parser.add_argument("--chunk-size", type=_positive_int, default=100_000, help="rows read at a time "
-                            "(memory grows with it; default 100000)")
+                            "(memory grows with it)")
         return parser
 
     train = add("train", "train a model from a data file, streaming it in chunks", _train)
     train.add_argument("--format", choices=["auto", "svmlight", "csv"], default="auto",
-                       help="file format (default: from the file name)")
+                       help="file format ('auto': from the file name)")
     train.add_argument("--loss", choices=LOSSES, default="log",
                        help="log: binary logistic; softmax: multinomial logistic; squared: linear regression")
     train.add_argument("--optimizer", choices=OPTIMIZER_NAMES, default="adagrad",
-                       help="update rule (default adagrad; with --l2, sgd keeps sparse steps O(nnz))")
-    train.add_argument("--learning-rate", "-l", type=_positive_float, default=0.1)
-    train.add_argument("--batch-size", type=_positive_int, default=1, help="rows per step (default 1: online)")
-    train.add_argument("--passes", type=_positive_int, default=1)
+                       help="update rule (with --l2, sgd keeps sparse steps O(nnz))")
+    train.add_argument("--learning-rate", "-l", type=_positive_float, default=0.1, help="base step size")
+    train.add_argument("--batch-size", type=_positive_int, default=1, help="rows per step (1: online)")
+    train.add_argument("--passes", type=_positive_int, default=1, help="passes over the data file")
     train.add_argument("--l1", type=_non_negative_float, default=0.0, help="L1 penalty strength")
     train.add_argument("--l2", type=_non_negative_float, default=0.0, help="L2 penalty strength")
     train.add_argument("--holdout", type=_fraction, default=0.1,
-                       help="fraction of rows held out and scored every pass (0 disables; default 0.1)")
+                       help="fraction of rows held out and scored every pass (0 disables)")
     train.add_argument("--hash-bits", type=_hash_bits, default=18,
-                       help="CSV: string columns are hashed into 2**bits columns (default 18)")
-    train.add_argument("--target", default="0", help="CSV: target column, a name or position (default 0)")
+                       help="CSV: string columns are hashed into 2**bits columns")
+    train.add_argument("--target", default="0", help="CSV: target column, a name or position")
     train.add_argument("--categorical", default="", help="CSV: comma-separated columns to hash even if numeric")
     train.add_argument("--n-features", type=_positive_int, default=None,
-                       help="svmlight: number of features (default: read the file once to find it)")
-    train.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+                       help="svmlight: number of features (None: read the file once to find it)")
+    train.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="floating-point type of the model and the data")
     train.add_argument("--seed", type=int, default=0, help="seeds the chunk order, holdout and row shuffling")
-    train.add_argument("--backend", choices=["auto", "numba", "cython", "numpy"], default="auto")
+    train.add_argument("--backend", choices=["auto", "numba", "cython", "numpy"], default="auto", help="fastgd kernel backend")
     train.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-pass lines")
 
     predict = add("predict", "write a model's predictions for a data file", _predict)
-    predict.add_argument("--out", "-o", default=None, help="output file (default: standard output)")
+    predict.add_argument("--out", "-o", default=None, help="output file (None: standard output)")
     predict.add_argument("--proba", action="store_true",
                          help="class probabilities, comma-separated in the order of the model's classes")
 

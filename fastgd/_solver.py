@@ -4,8 +4,17 @@
 ``partial_fit`` to the next). :func:`train` draws each epoch's sample order, calls the
 backend's epoch kernel, and applies the convergence tests of the reference notes: the change
 of the epoch loss (``tol`` with ``n_iter_no_change`` patience), the gradient norm
-(``grad_tol``), and early stopping on held-out data. After each epoch it hands the epoch to
-the ``Settings.monitor`` (callbacks, progress bar, recorded path: :mod:`fastgd.callbacks`).
+(``grad_tol``), and early stopping on held-out data (its loss). After each epoch it hands the
+epoch to the ``Settings.monitor`` (callbacks, progress bar, recorded path: :mod:`fastgd.callbacks`).
+
+It also tells convergence from a step that is too large (:func:`_track_best_epoch`): every
+epoch whose loss is the lowest so far is remembered with its parameters; a loss clearly
+above that best is a *rise*. With ``learning_rate="auto"`` a rise is answered as a
+backtracking line search would: back to the best epoch's parameters, half the step (momentum
+methods first restart their velocity instead). With a
+user-given rate training is left alone, and :func:`finish` restores the best epoch's
+parameters if the last epoch ended above it and warns, once, naming the cause and the value
+to try.
 """
 
 import math
@@ -22,6 +31,13 @@ from fastgd.exceptions import DivergenceError
 from fastgd.losses import penalty_value
 from fastgd.schedules import ReduceLROnPlateau
 
+# A loss counts as having risen when it exceeds the best by more than a fraction of it: for
+# full-batch epochs (exact objectives) anything above rounding (1e-9 in float64, 100 ulp in
+# float32); for mini-batch epochs (running means along the epoch) above their epoch-to-epoch
+# noise near convergence.
+RISE_RTOL_FULL_BATCH = 1e-9
+RISE_RTOL_MINIBATCH = 1e-3
+
 
 @dataclass
 class TrainState:
@@ -33,22 +49,31 @@ class TrainState:
     t: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
     n_iter: int = 0
     loss_curve: list = field(default_factory=list)
-    validation_scores: list = field(default_factory=list)
+    validation_scores: list = field(default_factory=list)  # validation loss per epoch (early stopping)
     best_loss: float = np.inf
-    best_score: float = -np.inf
+    best_validation_loss: float = np.inf
     best_coef: np.ndarray = None
     no_improvement: int = 0
     plateau: list = field(default_factory=lambda: [np.inf, 0, 1.0])  # best, bad epochs, scale
     scratch: object = None  # SparseScratch kept between partial_fit calls (not state: not copied, not pickled)
+    learning_rate: float = None  # the base step in use (halved by backtracking)
+    lr_history: list = field(default_factory=list)  # (epoch, learning rate, why): "auto", "rise", "plateau"
+    rises: list = field(default_factory=list)  # epochs whose loss rose clearly above the best
+    best_epoch: int = 0  # 1-based epoch of the lowest training loss (0: none yet)
+    best_epoch_loss: float = np.inf
+    best_epoch_params: tuple = None  # (coef, opt_state) at the start of that epoch
 
     def copy(self):
         return TrainState(
             coef=self.coef.copy(), opt_state=self.opt_state.copy(), rng=self.rng,
             t=self.t.copy(), n_iter=self.n_iter, loss_curve=list(self.loss_curve),
             validation_scores=list(self.validation_scores), best_loss=self.best_loss,
-            best_score=self.best_score,
+            best_validation_loss=self.best_validation_loss,
             best_coef=None if self.best_coef is None else self.best_coef.copy(),
             no_improvement=self.no_improvement, plateau=list(self.plateau),
+            learning_rate=self.learning_rate, lr_history=list(self.lr_history), rises=list(self.rises),
+            best_epoch=self.best_epoch, best_epoch_loss=self.best_epoch_loss,
+            best_epoch_params=None if self.best_epoch_params is None else tuple(a.copy() for a in self.best_epoch_params),
         )
 
     def __getstate__(self):
@@ -142,6 +167,10 @@ class Settings:
     verbose: int = 0
     n_jobs: int = 1  # threads for independent outputs (see OutputThreads)
     monitor: object = None  # fastgd.callbacks.TrainingMonitor: callbacks, progress bar, recorded path
+    backtrack: bool = False  # learning_rate="auto": halve the step on a rise
+    suggest_learning_rate: object = None  # callable () -> the "auto" step, for warnings
+    scale_advice: str = None  # why the features' scales slow gradient descent, if they do
+    rise_rtol: float = RISE_RTOL_MINIBATCH  # set by train() from the batch size
 
 
 class OutputThreads:
@@ -228,13 +257,15 @@ def _stop_on_loss(ts, loss, tol, patience):
     return ts.no_improvement >= patience
 
 
-def _stop_on_score(ts, score, tol, patience):
-    if score < ts.best_score + tol:
+def _stop_on_validation_loss(ts, val_loss, tol, patience):
+    """Early stopping: ``best_validation_loss`` holds the lowest validation loss, ``best_coef`` its
+    parameters (restored by :func:`finish`)."""
+    if val_loss > ts.best_validation_loss - tol:
         ts.no_improvement += 1
     else:
         ts.no_improvement = 0
-    if score > ts.best_score:
-        ts.best_score = score
+    if val_loss < ts.best_validation_loss:
+        ts.best_validation_loss = val_loss
         ts.best_coef = ts.coef.copy()
     return ts.no_improvement >= patience
 
@@ -276,6 +307,71 @@ def epoch_order(rng, train_idx, shuffle, X):
     return order
 
 
+# Backtracking gives up halving once the step is this small a fraction of where it started.
+MIN_LR_FRACTION = 2.0 ** -30
+
+
+def _rose(loss, reference, rtol):
+    return loss > reference + rtol * abs(reference)
+
+
+def _track_best_epoch(ts, s, loss, start_coef, start_state, hp):
+    """Remember the best epoch; detect a rise above it and, with ``backtrack``, respond.
+
+    The epoch loss is measured along the epoch from ``start_coef`` (exactly at it for
+    full-batch steps), so the start parameters are what is kept. With ``s.backtrack`` a rise
+    restores them and halves the learning rate: the step that produced the rise is undone,
+    as in a backtracking line search, and the reduction is recorded in ``lr_history``.
+    """
+    if loss < ts.best_epoch_loss:
+        ts.best_epoch, ts.best_epoch_loss = ts.n_iter, loss
+        ts.best_epoch_params = (start_coef, start_state)
+        return
+    if not _rose(loss, ts.best_epoch_loss, s.rise_rtol):
+        return
+    ts.rises.append(ts.n_iter)
+    if not s.backtrack or hp[C.H_LR] <= MIN_LR_FRACTION * ts.lr_history[0][1]:
+        return
+    coef, state = ts.best_epoch_params
+    ts.coef[...] = coef
+    if _has_velocity(s) and not (len(ts.rises) > 1 and ts.rises[-2] == ts.n_iter - 1):
+        # Momentum methods do not decrease the loss monotonically even at a good step: the
+        # first answer is a restart (velocity to zero, O'Donoghue and Candes 2015); the step
+        # is halved only when the loss rises again right after one.
+        ts.opt_state[...] = 0
+        return
+    ts.opt_state[...] = state
+    hp[C.H_LR] *= 0.5
+    ts.learning_rate = float(hp[C.H_LR])
+    ts.lr_history.append((ts.n_iter, ts.learning_rate, "rise"))
+
+
+# Mini-batch steps at a constant rate stall at a noise level proportional to the rate: with
+# learning_rate="auto", a plateau of the loss test halves the step (as scikit-learn's
+# "adaptive" rate divides it) this many times before it may stop training.
+PLATEAU_HALVINGS = 4
+
+
+def _anneal_on_plateau(ts, s, hp):
+    """With ``backtrack`` and mini-batches: answer a plateau by halving the step (recorded in
+    ``lr_history``) instead of stopping, up to :data:`PLATEAU_HALVINGS` times. Returns True
+    when training should go on."""
+    if not s.backtrack or s.rise_rtol < RISE_RTOL_MINIBATCH:
+        return False
+    if sum(1 for _, _, why in ts.lr_history if why == "plateau") >= PLATEAU_HALVINGS:
+        return False
+    hp[C.H_LR] *= 0.5
+    ts.learning_rate = float(hp[C.H_LR])
+    ts.lr_history.append((ts.n_iter, ts.learning_rate, "plateau"))
+    ts.no_improvement = 0
+    return True
+
+
+def _has_velocity(settings):
+    """True for SGD with (Nesterov) momentum, whose state is a velocity."""
+    return settings.codes[C.C_OPTIMIZER] == C.OPT_SGD and settings.hp[C.H_MOMENTUM] > 0
+
+
 def train(backend, problem, ts, settings, n_epochs, check_convergence=True, rollback=True):
     """Run up to ``n_epochs`` epochs on ``ts`` in place. Returns True if a convergence test
     stopped training. On divergence, restores the last finite epoch and raises
@@ -283,6 +379,8 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True, roll
     taken before it, and the epochs need no snapshot of their own)."""
     s = settings
     codes, hp = s.codes, s.hp
+    s.rise_rtol = (max(RISE_RTOL_FULL_BATCH, 100 * float(np.finfo(ts.coef.dtype).eps))
+                   if s.batch_size >= len(problem.train_idx) else RISE_RTOL_MINIBATCH)
     K = ts.coef.shape[1]
     if sp.issparse(problem.X):
         if ts.scratch is None:
@@ -364,7 +462,7 @@ class TrainingUndo:
     None, see :func:`rollback_rows`), the step counter, the random generator's state, and the
     bookkeeping (epoch count, learning curve, convergence and plateau counters)."""
 
-    _FIELDS = ("n_iter", "best_loss", "best_score", "best_coef", "no_improvement")
+    _FIELDS = ("n_iter", "best_loss", "best_validation_loss", "best_coef", "no_improvement")
 
     def __init__(self, ts, rows=None):
         self.rows = rows
@@ -404,6 +502,7 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     shuffle = s.shuffle and s.batch_size < len(problem.train_idx)
     n_train = len(problem.train_idx)
     plateau = s.schedule if isinstance(s.schedule, ReduceLROnPlateau) else None
+    track_best = check_convergence and (s.backtrack or _has_stopping_test(s))
 
     def run_epoch(order):
         if threads is not None:
@@ -416,6 +515,12 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
         hp[C.H_EPOCH] = ts.n_iter
         hp[C.H_LR_SCALE] = ts.plateau[2]
         undo = TrainingUndo(ts, rows) if rollback else None
+        start_coef = start_state = None
+        if track_best:  # the epoch's starting point, kept if it turns out the best
+            if undo is not None and undo.rows is None:
+                start_coef, start_state = undo.coef, undo.state
+            else:
+                start_coef, start_state = ts.coef.copy(), ts.opt_state.copy()
         penalty = penalty_value(ts.coef, hp[C.H_L2], hp[C.H_L1])  # at the epoch's start
         tic = time.perf_counter()
         if s.monitor is not None and s.monitor.records_steps:
@@ -437,17 +542,19 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
         ts.n_iter += 1
         if plateau is not None:
             plateau.update_scale(ts.plateau, loss, hp[C.H_LR])
+        if track_best:
+            _track_best_epoch(ts, s, loss, start_coef, start_state, hp)
         stop = False
         if s.validation_score is not None:
             score = s.validation_score(ts.coef)
             ts.validation_scores.append(score)
             if check_convergence and s.tol is not None:
-                stop = _stop_on_score(ts, score, s.tol, s.n_iter_no_change)
-            elif score > ts.best_score:
-                ts.best_score, ts.best_coef = score, ts.coef.copy()
+                stop = _stop_on_validation_loss(ts, score, s.tol, s.n_iter_no_change)
+            elif score < ts.best_validation_loss:
+                ts.best_validation_loss, ts.best_coef = score, ts.coef.copy()
         else:
             if check_convergence and s.tol is not None:
-                stop = _stop_on_loss(ts, loss, s.tol, s.n_iter_no_change)
+                stop = _stop_on_loss(ts, loss, s.tol, s.n_iter_no_change) and not _anneal_on_plateau(ts, s, hp)
             else:
                 ts.best_loss = min(ts.best_loss, loss)
         gnorm = None
@@ -458,7 +565,7 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
             line = (f"Epoch {ts.n_iter}: loss {loss:.6g}, steps {int(ts.t[0])}, "
                     f"lr scale {ts.plateau[2]:g}, {time.perf_counter() - tic:.3g} s")
             if s.validation_score is not None:
-                line += f", validation score {ts.validation_scores[-1]:.6g}"
+                line += f", validation loss {ts.validation_scores[-1]:.6g}"
             if gnorm is not None:
                 line += f", gradient norm {gnorm:.3g}"
             print(line, flush=True)
@@ -469,15 +576,65 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     return False
 
 
-def finish(ts, settings, converged, max_iter, estimator_name):
-    """After ``fit``: restore the best validated parameters and warn if not converged."""
-    if settings.validation_score is not None and ts.best_coef is not None:
+def _has_stopping_test(settings):
+    """Whether a convergence test decides when training ends (else the user fixed the number
+    of epochs: ``tol=None`` and ``grad_tol=None``, and every epoch is kept as trained)."""
+    return settings.tol is not None or settings.grad_tol is not None
+
+
+def finish(ts, settings, converged, max_iter, estimator_name, objective=None):
+    """After ``fit``: restore the best parameters, and warn once if something is wrong.
+
+    With early stopping the parameters of the lowest validation loss are restored. Otherwise,
+    if the last epoch's loss rose above the best epoch's, that epoch's parameters are
+    restored (training never ends silently on a loss worse than its best); for full-batch
+    training ``objective`` (a callable of the parameters) also checks the parameters after the
+    last step, whose loss no epoch has measured. At most one
+    ``ConvergenceWarning`` is issued; it says what was observed and what to change.
+    """
+    s = settings
+    observed, advice = [], []
+    if not _has_stopping_test(s):
+        if s.validation_score is not None and ts.best_coef is not None:
+            ts.coef[...] = ts.best_coef
+        return
+    if s.validation_score is not None and ts.best_coef is not None:
         ts.coef[...] = ts.best_coef
-    tests = settings.tol is not None or settings.grad_tol is not None
-    if tests and not converged:
-        warnings.warn(
-            f"{estimator_name}: maximum number of epochs (max_iter={max_iter}) reached and the "
-            "convergence test did not stop training; consider increasing max_iter, the "
-            "learning_rate, or tol.",
-            ConvergenceWarning,
-        )
+    elif ts.best_epoch_params is not None and (
+            _rose(ts.loss_curve[-1], ts.best_epoch_loss, s.rise_rtol)
+            or (s.rise_rtol < RISE_RTOL_MINIBATCH and objective is not None
+                and _rose(objective(ts.coef), ts.best_epoch_loss, s.rise_rtol))):
+        ts.coef[...] = ts.best_epoch_params[0]
+        ts.opt_state[...] = ts.best_epoch_params[1]
+        if not s.backtrack:  # backtracking has recorded its own restores
+            observed.append(f"training ended above its best loss ({ts.best_epoch_loss:.6g}, epoch "
+                            f"{ts.best_epoch}; last epoch {ts.loss_curve[-1]:.6g}); the parameters "
+                            "of that best epoch were restored")
+    if ts.rises and not s.backtrack:
+        first = ts.rises[0]
+        observed.append(f"the training loss rose above its best in {len(ts.rises)} of {ts.n_iter} "
+                        f"epochs (first in epoch {first}: {ts.loss_curve[first - 2]:.4g} -> "
+                        f"{ts.loss_curve[first - 1]:.4g})")
+        lr = s.hp[C.H_LR]
+        suggestion = f"a smaller learning_rate (it is {lr:g})"
+        if s.suggest_learning_rate is not None:
+            auto = s.suggest_learning_rate()
+            if auto < lr:
+                suggestion = (f"learning_rate='auto' (the step derived from this data, {auto:.3g}; "
+                              f"it is {lr:g})")
+        advice.append("the step is likely too large: use " + suggestion)
+    if not converged:
+        observed.append(f"the maximum number of epochs (max_iter={max_iter}) was reached before "
+                        "the convergence test stopped training")
+        advice.append("increase max_iter" + ("" if s.backtrack else " or the learning_rate")
+                      + " or tol")
+    if not observed and s.scale_advice and converged:
+        observed.append("the convergence test stopped training, but on features at such different "
+                        "scales gradient descent progresses so slowly that it looks converged: the "
+                        "model may be far from the optimum")
+    if not observed:
+        return
+    if s.scale_advice:
+        advice.insert(0, s.scale_advice)
+    warnings.warn(f"{estimator_name}: " + "; ".join(observed) + ". To fix: " + "; ".join(advice) + ".",
+                  ConvergenceWarning)

@@ -50,9 +50,9 @@ class EpochRecord:
         Optimizer steps taken so far (the estimator's ``t_``).
     loss : float
         The epoch's training objective (the value appended to ``loss_curve_``).
-    validation_score : float or None
-        The held-out score after the epoch (R^2 or accuracy) with ``early_stopping=True``,
-        else None.
+    validation_loss : float or None
+        The held-out loss after the epoch (the weighted mean loss on the validation set, the
+        signal early stopping watches) with ``early_stopping=True``, else None.
     learning_rate : float
         The rate of the epoch's last step: the base rate as the schedule and any warm-up or
         plateau reduction set it (for a per-epoch schedule, the epoch's rate).
@@ -67,7 +67,7 @@ class EpochRecord:
     epoch: int
     steps: int
     loss: float
-    validation_score: object
+    validation_loss: object
     learning_rate: float
     elapsed: float
     coef: np.ndarray
@@ -115,9 +115,9 @@ class History:
         return self._column("loss")
 
     @property
-    def validation_scores(self):
-        """Held-out score per epoch (NaN where there was none)."""
-        return np.array([np.nan if r.validation_score is None else r.validation_score for r in self.records])
+    def validation_losses(self):
+        """Held-out loss per epoch (NaN where there was none)."""
+        return np.array([np.nan if r.validation_loss is None else r.validation_loss for r in self.records])
 
     @property
     def learning_rates(self):
@@ -276,7 +276,7 @@ class TrainingMonitor:
             return False
         coef, intercept = self.coef_views(ts.coef)
         record = EpochRecord(
-            epoch=ts.n_iter, steps=int(ts.t[0]), loss=float(loss), validation_score=score,
+            epoch=ts.n_iter, steps=int(ts.t[0]), loss=float(loss), validation_loss=score,
             learning_rate=float(decode_lr(settings.codes, settings.hp, ts.t[0] - 1, settings.hp[C.H_EPOCH])),
             elapsed=time.perf_counter() - self.start, coef=_read_only(coef), intercept=_read_only(intercept),
         )

@@ -58,16 +58,17 @@ def _describe(estimator):
     """A short label for a fitted estimator: optimizer, learning rate and batch size."""
     opt = estimator.optimizer if isinstance(estimator.optimizer, str) else repr(estimator.optimizer)
     lr = estimator.learning_rate
-    lr = f"{lr:g}" if isinstance(lr, Real) else str(lr)
-    bs = estimator.batch_size
-    return f"{opt}, lr={lr}, " + ("full batch" if bs is None else f"batch {bs}")
+    lr = f"{lr:g}" if isinstance(lr, Real) else f"{lr} ({estimator.learning_rate_:.3g})"
+    # one step per epoch is full-batch gradient descent, whatever batch_size asked for it
+    full_batch = estimator.batch_size is None or estimator.t_ == estimator.n_iter_
+    return f"{opt}, lr={lr}, " + ("full batch" if full_batch else f"batch {estimator.batch_size_}")
 
 
 # --------------------------------------------------------------------------- learning curves
 def _curves(obj, label, x):
-    """``(label, xs, training losses, validation scores or None)`` of one curve source."""
+    """``(label, xs, training losses, validation losses or None)`` of one curve source."""
     if isinstance(obj, History):
-        scores = obj.validation_scores
+        scores = obj.validation_losses
         xs = obj.elapsed if x == "time" else obj.epochs
         return label or "history", xs, obj.losses, None if np.all(np.isnan(scores)) else scores
     if x == "time":
@@ -78,7 +79,7 @@ def _curves(obj, label, x):
             raise ValueError(f"{type(obj).__name__} is not fitted: it has no loss_curve_ to draw; "
                              "call fit first.")
         losses_ = np.asarray(obj.loss_curve_, dtype=np.float64)
-        scores = getattr(obj, "validation_scores_", None)
+        scores = getattr(obj, "validation_loss_curve_", None)
         return (label or _describe(obj), np.arange(1, len(losses_) + 1), losses_,
                 None if scores is None else np.asarray(scores, dtype=np.float64))
     losses_ = np.asarray(obj, dtype=np.float64)
@@ -102,7 +103,7 @@ def plot_learning_curves(estimators_or_curves, *, labels=None, log_scale=False, 
     ----------
     estimators_or_curves : estimator, History, sequence of floats, or a list or dict of them
         Fitted fastgd estimators (their ``loss_curve_`` and, with early stopping,
-        ``validation_scores_``), :class:`fastgd.callbacks.History` objects, or plain sequences
+        ``validation_loss_curve_``), :class:`fastgd.callbacks.History` objects, or plain sequences
         of losses. A dict maps labels to them.
     labels : list of str, optional
         One label per curve source (default: the dict keys, or the optimizer, learning rate
@@ -110,8 +111,8 @@ def plot_learning_curves(estimators_or_curves, *, labels=None, log_scale=False, 
     log_scale : bool, default=False
         Logarithmic loss axis (the notes' curves fall over orders of magnitude).
     validation : bool, default=True
-        Also draw validation scores, when a source has them, dashed, on a second y axis
-        (they are R^2 or accuracy, not losses).
+        Also draw the validation loss, when a source has one (early stopping), dashed, in
+        the colour of its training curve.
     x : {"epoch", "time"}, default="epoch"
         Horizontal axis; ``"time"`` (seconds since the fit started) needs History sources.
     ax : matplotlib Axes, optional
@@ -119,7 +120,7 @@ def plot_learning_curves(estimators_or_curves, *, labels=None, log_scale=False, 
     Returns
     -------
     matplotlib.axes.Axes
-        The Axes of the training curves (the validation axis is its ``twinx``).
+        The Axes of the curves.
 
     Examples
     --------
@@ -140,23 +141,15 @@ def plot_learning_curves(estimators_or_curves, *, labels=None, log_scale=False, 
     sources, labels = _labelled(sources, labels, "curves")
     curves = [_curves(obj, label, x) for obj, label in zip(sources, labels)]
     ax = _new_axes(ax)
-    twin = None
     for label, xs, train, scores in curves:
         (line,) = ax.plot(xs, train, label=f"{label}: training loss")
         if validation and scores is not None:
-            twin = ax.twinx() if twin is None else twin
-            twin.plot(xs[:len(scores)], scores, linestyle="--", color=line.get_color(),
-                      label=f"{label}: validation score")
+            ax.plot(xs[:len(scores)], scores, linestyle="--", color=line.get_color(), label=f"{label}: validation loss")
     ax.set_xlabel("epoch" if x == "epoch" else "seconds since the start of the fit")
-    ax.set_ylabel("training loss (objective)")
+    ax.set_ylabel("loss (training: objective; validation: mean loss)")
     if log_scale:
         ax.set_yscale("log")
-    handles, names = ax.get_legend_handles_labels()
-    if twin is not None:
-        twin.set_ylabel("validation score")
-        more = twin.get_legend_handles_labels()
-        handles, names = handles + more[0], names + more[1]
-    ax.legend(handles, names)
+    ax.legend()
     ax.set_title("Learning curve")
     return ax
 

@@ -80,7 +80,7 @@ def test_record_holds_the_epoch_the_estimator_reports():
     assert_allclose(history.losses, reg.loss_curve_, rtol=0, atol=0)
     assert_allclose(history.losses, NOTES_LOSSES, rtol=1e-12)
     assert_array_equal(history.learning_rates, [0.1] * 4)
-    assert all(r.validation_score is None for r in history.records)
+    assert all(r.validation_loss is None for r in history.records)
     assert np.all(np.diff(history.elapsed) >= 0) and history.elapsed[0] >= 0
     for k, r in enumerate(history.records, start=1):
         assert_allclose([r.coef[0], r.intercept], NOTES_PATH[k], rtol=1e-12)
@@ -97,12 +97,12 @@ def test_record_learning_rate_is_the_schedule_in_force():
     assert [r.steps for r in history.records] == [5 * k for k in range(1, 7)]  # ceil(40 / 8) per epoch
 
 
-def test_record_carries_the_validation_score_with_early_stopping():
+def test_record_carries_the_validation_loss_with_early_stopping():
     X, y = clf_data(n=100)
     history = History()
     clf = LogisticRegression(batch_size=10, max_iter=8, tol=None, early_stopping=True, random_state=0,
                              callbacks=[history]).fit(X, y)
-    assert_array_equal(history.validation_scores, clf.validation_scores_)
+    assert_array_equal(history.validation_losses, clf.validation_loss_curve_)
 
 
 def test_record_coefficients_are_a_read_only_view_in_the_public_layout():
@@ -205,6 +205,7 @@ def test_callbacks_must_be_callables():
 def test_epoch_path_equals_repeated_one_epoch_partial_fits(Est, data, kw):
     X, y = data()
     classes = np.unique(y) if Est is LogisticRegression else None
+    kw = dict(learning_rate=0.05, **kw)  # a given rate: "auto" sizes fit's step from all the data
     est = Est(max_iter=6, tol=None, random_state=3, record_path=True, **kw).fit(X, y)
     assert est.coef_path_.shape == (7,) + est.coef_.shape
     assert est.intercept_path_.shape == (7,) + np.shape(est.intercept_)
@@ -315,7 +316,7 @@ def test_progress_bar_renders_into_a_stream():
     bar.close()
 
 
-def test_progress_true_draws_on_stderr_with_the_validation_score(capsys):
+def test_progress_true_draws_on_stderr_with_the_validation_loss(capsys):
     pytest.importorskip("tqdm")
     X, y = clf_data(n=100)
     LogisticRegression(max_iter=3, tol=None, early_stopping=True, random_state=0, verbose=1,

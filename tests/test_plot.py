@@ -39,23 +39,22 @@ def lines_by_label(ax):
 
 
 # --------------------------------------------------------------------------- learning curves
-def test_learning_curves_draw_loss_curve_and_validation_scores():
+def test_learning_curves_draw_loss_curve_and_validation_loss():
     X, y = make_classification(n_samples=120, n_features=4, random_state=0)
     clf = LogisticRegression(batch_size=8, max_iter=12, tol=None, early_stopping=True, random_state=0).fit(X, y)
     reg = LinearRegression(max_iter=5, tol=None).fit(*make_regression(n_samples=30, n_features=2, random_state=0))
     ax = plot.plot_learning_curves({"classifier": clf, "regressor": reg}, log_scale=True)
     lines = lines_by_label(ax)
-    assert set(lines) == {"classifier: training loss", "regressor: training loss"}
+    assert set(lines) == {"classifier: training loss", "regressor: training loss", "classifier: validation loss"}
     assert_array_equal(lines["classifier: training loss"].get_ydata(), clf.loss_curve_)
     assert_array_equal(lines["classifier: training loss"].get_xdata(), np.arange(1, 13))
     assert_array_equal(lines["regressor: training loss"].get_ydata(), reg.loss_curve_)
     assert ax.get_yscale() == "log" and ax.get_xlabel() == "epoch"
-    (twin,) = [other for other in ax.figure.axes if other is not ax]  # validation scores on their own axis
-    (val,) = twin.get_lines()
-    assert val.get_label() == "classifier: validation score" and val.get_linestyle() == "--"
-    assert_array_equal(val.get_ydata(), clf.validation_scores_)
+    val = lines["classifier: validation loss"]
+    assert val.get_linestyle() == "--" and val.get_color() == lines["classifier: training loss"].get_color()
+    assert_array_equal(val.get_ydata(), clf.validation_loss_curve_)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["classifier: training loss", "regressor: training loss", "classifier: validation score"]
+    assert legend == ["classifier: training loss", "classifier: validation loss", "regressor: training loss"]
 
 
 def test_learning_curves_default_labels_and_sources():

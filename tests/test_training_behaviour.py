@@ -11,7 +11,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import make_classification, make_regression
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from sklearn.metrics import r2_score
+from sklearn.metrics import log_loss, r2_score
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
@@ -502,26 +502,27 @@ def test_early_stopping(monkeypatch, kind):
     train, val = _early_stopping_split(spy, n)
     assert len(val) == math.ceil(0.2 * n) and len(train) == n - len(val)
     assert est.t_ == est.n_iter_ * len(train)
-    scores = est.validation_scores_
-    assert len(scores) == est.n_iter_ < 200
-    assert est.best_validation_score_ == max(scores)
+    # the signal is the held-out loss (smooth), not a held-out accuracy
+    losses = est.validation_loss_curve_
+    assert len(losses) == est.n_iter_ < 200
+    assert est.best_validation_loss_ == min(losses)
     assert est.best_loss_ is None
-    best = int(np.argmax(scores))
-    assert scores[-1] < max(scores) and best + 1 < est.n_iter_, "test precondition: best epoch is not the last"
-    # the restored parameters are those of the best epoch: their held-out score is the best
+    best = int(np.argmin(losses))
+    assert losses[-1] > min(losses) and best + 1 < est.n_iter_, "test precondition: best epoch is not the last"
+    # the restored parameters are those of the best epoch: their held-out loss is the best
     if kind == "reg":
-        held_out = r2_score(y[val], est.predict(X[val]))
+        held_out = np.mean((est.predict(X[val]) - y[val]) ** 2)
     else:
-        held_out = np.mean(est.predict(X[val]) == y[val])
-    assert held_out == pytest.approx(est.best_validation_score_, rel=1e-12)
+        held_out = log_loss(y[val], est.predict_proba(X[val]))
+    assert held_out == pytest.approx(est.best_validation_loss_, rel=1e-12)
     # ... and a run stopped right after the best epoch ends with the same parameters
     monkeypatch.undo()
     short = type(est)(**{**est.get_params(), "max_iter": best + 1, "tol": None}).fit(X, y)
     assert_array_equal(short.coef_, est.coef_)
-    assert short.validation_scores_ == scores[:best + 1]
+    assert short.validation_loss_curve_ == losses[:best + 1]
     # without early stopping the attributes are absent and best_loss_ is set
     est.set_params(early_stopping=False, max_iter=3, tol=None).fit(X, y)
-    assert not hasattr(est, "validation_scores_") and not hasattr(est, "best_validation_score_")
+    assert not hasattr(est, "validation_loss_curve_") and not hasattr(est, "best_validation_loss_")
     assert est.best_loss_ == min(est.loss_curve_)
 
 
@@ -538,7 +539,7 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     clf = LogisticRegression(verbose=1, max_iter=30, early_stopping=True, random_state=0).fit(*clf_data(n=100))
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Epoch")]
     assert len(lines) == clf.n_iter_
-    assert all("validation score" in ln for ln in lines)
+    assert all("validation loss" in ln for ln in lines)
 
 
 # --------------------------------------------------------------------------- penalties

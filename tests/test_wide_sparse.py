@@ -108,7 +108,7 @@ def _settings(model, X):
 
 
 @pytest.mark.parametrize("params, touched_only", [
-    (dict(optimizer="sgd", alpha=1e-4), True),  # running scale, far from a mid-epoch fold
+    (dict(optimizer="sgd", alpha=1e-4, learning_rate=0.01), True),  # running scale, far from a mid-epoch fold
     (dict(optimizer="sgd", penalty="l1"), True),
     (dict(optimizer="adagrad", penalty=None), True),
     (dict(optimizer="adam", lazy_updates=True), True),  # the opt-in approximation: touched rows only

@@ -10,14 +10,54 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, check_random_state, validate_data
 
 from fastgd import _contract as C
-from fastgd import _solver
+from fastgd import _solver, _step_size
 from fastgd._backends import get_backend
 from fastgd.callbacks import TrainingMonitor
 from fastgd.exceptions import DivergenceError
+from fastgd.losses import objective as _objective
 from fastgd.optim import OPTIMIZER_NAMES, Optimizer, get_optimizer
 from fastgd.schedules import SCHEDULE_NAMES, Schedule, get_schedule
 
 _INITS = ("zeros", "random", "xavier")
+
+# batch_size="auto": full-batch gradient descent up to AUTO_FULL_BATCH_MAX samples, mini-batches
+# of AUTO_BATCH_SIZE above. Chosen by measurement (README, Defaults; bench/defaults_table.py):
+# on small data full-batch steps at 1/L with Nesterov momentum reach scikit-learn's optimum in
+# the fewest passes; on large data (and a partial_fit chunk or streamed block is large) one
+# step per pass is too few, and mini-batches take many steps per pass, each averaging enough
+# samples to allow a large step.
+AUTO_FULL_BATCH_MAX = 10_000
+AUTO_BATCH_SIZE = 256
+
+# Features whose root-mean-square values (the intercept's column of ones included) differ by
+# more than this factor make gradient descent slow; the warning then says to standardise.
+SCALE_SPREAD_WARNING = 30.0
+
+
+def scale_advice(X):
+    """A sentence saying to standardise ``X`` when its columns' scales are far apart, else None.
+
+    Gradient descent converges at a rate set by the condition number of the Gram matrix, and
+    columns (the intercept's column of ones included) whose root-mean-square values differ by
+    a factor ``r`` make it at least of order ``r^2``. One pass over X, no copy of a dense X.
+    """
+    if sp.issparse(X):
+        # Over each column's stored entries: a rare feature is not a badly scaled one (and
+        # sparse columns are not standardised, which would fill them in).
+        sq = np.bincount(X.indices, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[1])
+        count = np.bincount(X.indices, minlength=X.shape[1])
+        rms = np.sqrt(sq / np.maximum(count, 1))
+    else:
+        sq = np.einsum("ij,ij->j", X, X, dtype=np.float64)
+        rms = np.sqrt(sq / max(X.shape[0], 1))
+    rms = np.append(rms[rms > 0], 1.0)  # constant-zero columns do not matter; 1 = intercept
+    spread = float(rms.max() / rms.min())
+    if spread <= SCALE_SPREAD_WARNING:
+        return None
+    scaler = "MaxAbsScaler()" if sp.issparse(X) else "StandardScaler()"
+    return (f"standardise the features (their root-mean-square values, with the intercept's "
+            f"1, span a factor of {spread:.3g}, which makes gradient descent slow), e.g. "
+            f"make_pipeline({scaler}, estimator)")
 
 
 def make_rng(random_state):
@@ -44,8 +84,8 @@ class BaseGD(BaseEstimator):
 
     _parameter_constraints = {
         "optimizer": [StrOptions(set(OPTIMIZER_NAMES)), Optimizer],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -88,9 +128,13 @@ class BaseGD(BaseEstimator):
         self.coef_ = c.copy()
         self.intercept_ = b.copy()
 
-    def _score_margins(self, z, y2, sw):
-        """Early-stopping score of margins ``z`` against encoded targets ``y2``."""
-        raise NotImplementedError
+    def _validation_loss(self, z, y2, sw):
+        """Early-stopping signal: the weighted mean loss of margins ``z`` on held-out targets
+        ``y2`` (the training loss without penalty: smooth, unlike a held-out accuracy)."""
+        from fastgd.losses import BY_CODE
+
+        value, _ = BY_CODE[self._loss_code](np.asarray(z, dtype=np.float64), y2)
+        return float(np.average(value, weights=sw))
 
     # --- configuration -------------------------------------------------------------------
     def _penalty_strengths(self):
@@ -102,8 +146,17 @@ class BaseGD(BaseEstimator):
             return 0.0, float(self.alpha)
         return float(self.alpha) * (1.0 - self.l1_ratio), float(self.alpha) * self.l1_ratio
 
+    def _resolved_batch_size(self, n_train):
+        if self.batch_size is None:
+            return n_train
+        if self.batch_size == "auto":
+            return n_train if n_train <= AUTO_FULL_BATCH_MAX else AUTO_BATCH_SIZE
+        return min(int(self.batch_size), n_train)
+
     def _settings(self, optimizer, n_train, loss_code, validation_score):
-        batch_size = n_train if self.batch_size is None else min(int(self.batch_size), n_train)
+        """Kernel arrays and driver settings. With ``learning_rate="auto"`` the rate slot
+        holds the step of the current fit (``learning_rate_``) or NaN before one."""
+        batch_size = self._resolved_batch_size(n_train)
         schedule = get_schedule(self.schedule)
         if schedule.needs_horizon():
             per_epoch = math.ceil(n_train / batch_size) if schedule.unit == "step" else 1
@@ -112,7 +165,8 @@ class BaseGD(BaseEstimator):
         hp = np.zeros(C.N_HP, dtype=np.float64)
         codes[C.C_LOSS] = loss_code
         codes[C.C_LAZY] = int(self.lazy_updates)
-        hp[C.H_LR] = self.learning_rate
+        auto = self.learning_rate == "auto"
+        hp[C.H_LR] = getattr(self, "learning_rate_", np.nan) if auto else self.learning_rate
         hp[C.H_LR_SCALE] = 1.0
         optimizer.encode(codes, hp)
         schedule.encode(codes, hp)
@@ -122,7 +176,7 @@ class BaseGD(BaseEstimator):
             codes=codes, hp=hp, batch_size=batch_size, shuffle=self.shuffle if self.shuffle == "block" else bool(self.shuffle),
             schedule=schedule, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             grad_tol=self.grad_tol, validation_score=validation_score, verbose=self.verbose,
-            n_jobs=getattr(self, "n_jobs", None) or 1,
+            n_jobs=getattr(self, "n_jobs", None) or 1, backtrack=auto,
         )
 
     def _kernel_arrays(self, n_train=1):
@@ -214,11 +268,26 @@ class BaseGD(BaseEstimator):
             Xv, yv, swv = X[val_idx], y2[val_idx], sw[val_idx]
 
             def validation_score(coef):
-                return self._score_margins(np.asarray(Xv @ coef[:-1] + coef[-1]), yv, swv)
+                return self._validation_loss(np.asarray(Xv @ coef[:-1] + coef[-1]), yv, swv)
 
         settings = self._settings(optimizer, len(train_idx), self._loss_code, validation_score)
         problem = _solver.Problem(X=X, y=y2, sw=sw, train_idx=train_idx)
         backend = get_backend(self.backend)
+
+        def auto_step():
+            return _step_size.auto_learning_rate(X, sw, train_idx, settings.codes, settings.hp,
+                                                 settings.batch_size, backend, streaming=incremental)
+
+        if self.learning_rate == "auto":
+            if ts.learning_rate is None:
+                ts.learning_rate = auto_step()
+                ts.lr_history.append((ts.n_iter, ts.learning_rate, "auto"))
+            settings.hp[C.H_LR] = ts.learning_rate
+        else:
+            ts.learning_rate = float(self.learning_rate)
+            settings.suggest_learning_rate = auto_step
+        if not incremental:
+            settings.scale_advice = scale_advice(X)
         n_epochs = 1 if incremental else self.max_iter
         settings.monitor = self._monitor(ts, settings, n_epochs, len(train_idx), continued=not first)
         # Continuing a fitted model, the state is trained in place and the whole call undone on
@@ -229,7 +298,11 @@ class BaseGD(BaseEstimator):
             converged = _solver.train(backend, problem, ts, settings, n_epochs, check_convergence=not incremental,
                                       rollback=first)
             if not incremental:
-                _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__)
+                def objective(coef):
+                    return _objective(X[train_idx] if len(train_idx) < n else X, y2[train_idx], sw[train_idx], coef,
+                                      self._loss_code, settings.hp[C.H_L2], settings.hp[C.H_L1])
+
+                _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__, objective)
             self._publish(ts, X.dtype, settings)
         except DivergenceError:
             if undo is not None:
@@ -293,13 +366,16 @@ class BaseGD(BaseEstimator):
         self.n_iter_ = ts.n_iter
         self.t_ = int(ts.t[0])
         self.loss_curve_ = list(ts.loss_curve)
+        self.learning_rate_ = ts.learning_rate
+        self.learning_rate_history_ = list(ts.lr_history)
+        self.batch_size_ = settings.batch_size
         if settings.validation_score is not None:
-            self.validation_scores_ = list(ts.validation_scores)
-            self.best_validation_score_ = ts.best_score
+            self.validation_loss_curve_ = list(ts.validation_scores)
+            self.best_validation_loss_ = ts.best_validation_loss
             self.best_loss_ = None
         else:
             self.best_loss_ = ts.best_loss
-            for name in ("validation_scores_", "best_validation_score_"):
+            for name in ("validation_loss_curve_", "best_validation_loss_"):
                 if hasattr(self, name):
                     delattr(self, name)
         path = None if settings.monitor is None else settings.monitor.path_arrays()

@@ -24,16 +24,26 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
 
     Parameters
     ----------
-    optimizer : str or fastgd.optim.Optimizer, default="adam"
+    optimizer : str or fastgd.optim.Optimizer, default="nesterov"
         ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``,
-        ``"amsgrad"``, ``"adamw"`` (default hyper-parameters) or an optimizer object such as
-        ``SGD(momentum=0.9, nesterov=True)``. Update rules follow ``torch.optim``.
-    learning_rate : float, default=0.01
-        Base step size ``eta0``; the schedule scales it.
-    batch_size : int or None, default=None
+        ``"amsgrad"``, ``"adamw"`` (default hyper-parameters; momentum 0.9) or an optimizer
+        object such as ``SGD(momentum=0.9, nesterov=True)``. Update rules follow ``torch.optim``.
+    learning_rate : float or "auto", default="auto"
+        Base step size ``eta0``; the schedule scales it. ``"auto"`` derives it from the data:
+        ``1/L`` for full-batch steps, with ``L`` the smoothness of the objective (the largest
+        eigenvalue of the weighted Gram matrix of ``[X, 1]`` times 2, plus the L2 strength),
+        and ``(1 - momentum) / (2 L_b)`` for mini-batch steps, with ``L_b`` the expected
+        smoothness of a batch (between ``L`` and the largest single-sample bound). Adaptive
+        optimizers use ``torch.optim``'s defaults (Adam 1e-3, AdaGrad and RMSprop 1e-2). With
+        ``"auto"`` a rising loss sends training back to the best epoch (momentum restarted, or
+        the step halved), and a mini-batch plateau halves the step: see
+        ``learning_rate_history_``. The value used is ``learning_rate_``.
+    batch_size : int, "auto" or None, default="auto"
         Samples per step: ``1`` is stochastic gradient descent, ``1 < b < n`` mini-batch,
-        ``None`` (or ``b >= n``) full-batch gradient descent (one step per epoch). The last
-        batch of an epoch is smaller when ``b`` does not divide ``n``; no sample is dropped.
+        ``None`` (or ``b >= n``) full-batch gradient descent (one step per epoch). ``"auto"`` is
+        full batch up to 10,000 samples and 256 above (so a ``partial_fit`` chunk of a large
+        stream takes many steps). The last batch of an epoch is smaller when ``b`` does not
+        divide ``n``; no sample is dropped.
     max_iter : int, default=1000
         Maximum number of epochs (passes over the data).
     tol : float or None, default=1e-4
@@ -71,8 +81,9 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
         Seeds shuffling, initialisation and the validation split; an int makes fits
         reproducible exactly.
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data and stop when the validation R^2 has not
-        improved by ``tol`` for ``n_iter_no_change`` epochs; keep the best parameters.
+        Hold out ``validation_fraction`` of the data and stop when the validation mean squared
+        error has not improved by ``tol`` for ``n_iter_no_change`` epochs; keep the parameters
+        of the epoch with the lowest validation loss.
     validation_fraction : float, default=0.1
     warm_start : bool, default=False
         Start ``fit`` from the previous solution (a fresh optimizer and schedule).
@@ -131,9 +142,19 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
         each batch at the parameters before its step, plus the penalty at the epoch start).
     best_loss_ : float or None
         Lowest epoch objective (None when early stopping).
-    validation_scores_ : list of float
-        Validation R^2 per epoch (early stopping only).
-    best_validation_score_ : float
+    learning_rate_ : float
+        The base learning rate in use at the end of training (``"auto"``: derived from the
+        data, after any reductions).
+    learning_rate_history_ : list of (int, float, str)
+        With ``learning_rate="auto"``: ``(0, initial rate, "auto")``, then ``(epoch, new rate,
+        reason)`` for each halving: ``"rise"`` after a rising loss, ``"plateau"`` when the
+        loss test would stop mini-batch training (at most 4 times; a constant mini-batch step
+        stalls at a noise level proportional to it). Empty for a rate given as a number.
+    batch_size_ : int
+        The batch size used.
+    validation_loss_curve_ : list of float
+        Validation mean squared error per epoch (early stopping only).
+    best_validation_loss_ : float
         (early stopping only).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
@@ -166,7 +187,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
     _multi_output = True
     _y_numeric = True
 
-    def __init__(self, *, optimizer="adam", learning_rate=0.01, batch_size=None, max_iter=1000,
+    def __init__(self, *, optimizer="nesterov", learning_rate="auto", batch_size="auto", max_iter=1000,
                  tol=1e-4, n_iter_no_change=5, grad_tol=None, schedule="constant", penalty=None,
                  alpha=1e-4, l1_ratio=0.15, clip_norm=None, init="zeros", shuffle=True,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
@@ -248,8 +269,3 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
         if self._y_1d:
             return coef[:-1, 0], coef[-1, 0]
         return coef[:-1].T, coef[-1]
-
-    def _score_margins(self, z, y2, sw):
-        from sklearn.metrics import r2_score
-
-        return float(r2_score(y2, z, sample_weight=sw))

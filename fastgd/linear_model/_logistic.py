@@ -26,12 +26,16 @@ class LogisticRegression(ClassifierMixin, BaseGD):
 
     Parameters
     ----------
-    optimizer : str or fastgd.optim.Optimizer, default="adam"
+    optimizer : str or fastgd.optim.Optimizer, default="nesterov"
         ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``,
         ``"amsgrad"``, ``"adamw"`` or an optimizer object. Update rules follow ``torch.optim``.
-    learning_rate : float, default=0.01
-    batch_size : int or None, default=None
-        ``1``: stochastic GD; ``1 < b < n``: mini-batch; ``None``: full-batch GD.
+    learning_rate : float or "auto", default="auto"
+        ``"auto"`` derives the step from the data as in :class:`LinearRegression`, with the
+        curvature bound of the log loss (1/4) or the softmax (1/2) and the L2 strength.
+        The value used is ``learning_rate_``.
+    batch_size : int, "auto" or None, default="auto"
+        ``1``: stochastic GD; ``1 < b < n``: mini-batch; ``None``: full-batch GD; ``"auto"``:
+        full batch up to 10,000 samples, 256 above.
     max_iter : int, default=1000
         Maximum number of epochs.
     tol : float or None, default=1e-4
@@ -53,8 +57,9 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         speed-up: README, "Large data".
     random_state : int, RandomState instance or None, default=None
     early_stopping : bool, default=False
-        Hold out a stratified ``validation_fraction`` and stop on validation accuracy; keep
-        the best parameters.
+        Hold out a stratified ``validation_fraction`` and stop when the validation log loss
+        has not improved by ``tol`` for ``n_iter_no_change`` epochs; keep the parameters of
+        the epoch with the lowest validation loss.
     validation_fraction : float, default=0.1
     class_weight : dict, "balanced" or None, default=None
         Weights per class, multiplied into ``sample_weight``; ``"balanced"`` uses
@@ -104,9 +109,15 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     loss_curve_ : list of float
         The learning curve (objective per epoch).
     best_loss_ : float or None
-    validation_scores_ : list of float
-        Validation accuracy per epoch (early stopping only).
-    best_validation_score_ : float
+    learning_rate_ : float
+        The base learning rate in use at the end of training.
+    learning_rate_history_ : list of (int, float, str)
+        With ``learning_rate="auto"``: ``(0, initial rate, "auto")``, then ``(epoch, new rate,
+        reason)`` per halving (``"rise"`` or ``"plateau"``, as in :class:`LinearRegression`).
+    batch_size_ : int
+    validation_loss_curve_ : list of float
+        Validation log loss per epoch (early stopping only).
+    best_validation_loss_ : float
     n_features_in_ : int
     feature_names_in_ : ndarray of str
     coef_path_ : ndarray of shape (n_records, *coef_.shape)
@@ -139,7 +150,7 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     _multi_output = False
     _y_numeric = False
 
-    def __init__(self, *, optimizer="adam", learning_rate=0.01, batch_size=None, max_iter=1000,
+    def __init__(self, *, optimizer="nesterov", learning_rate="auto", batch_size="auto", max_iter=1000,
                  tol=1e-4, n_iter_no_change=5, grad_tol=None, schedule="constant", penalty="l2",
                  alpha=1e-4, l1_ratio=0.15, clip_norm=None, init="zeros", shuffle=True,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
@@ -274,7 +285,3 @@ class LogisticRegression(ClassifierMixin, BaseGD):
             class_sw = weights[idx].astype(X.dtype)
         return y2, class_sw
 
-    def _score_margins(self, z, y2, sw):
-        pred = (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
-        hit = (pred == y2[:, 0].astype(np.intp)).astype(np.float64)
-        return float(np.average(hit, weights=sw))

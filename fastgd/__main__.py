@@ -1,0 +1,7 @@
+"""``python -m fastgd``: the same command line as the ``fastgd`` script."""
+
+import sys
+
+from fastgd.cli import main
+
+sys.exit(main())
