@@ -6,7 +6,8 @@ scikit-learn estimators. One epoch is one compiled call.
 """
 
 from fastgd.exceptions import DivergenceError
-from fastgd.linear_model import LinearRegression, LogisticRegression
+from fastgd.linear_model import LinearRegression, LogisticRegression, SGDClassifier, SGDRegressor
 
 __version__ = "0.1.0"
-__all__ = ["LinearRegression", "LogisticRegression", "DivergenceError", "__version__"]
+__all__ = ["LinearRegression", "LogisticRegression", "SGDClassifier", "SGDRegressor", "DivergenceError",
+           "__version__"]
