@@ -34,6 +34,7 @@ passive_aggressive_sign = _inline(_rules.passive_aggressive_sign)
 l2_decay = _inline(_rules.l2_decay)
 l1_truncate = _inline(_rules.l1_truncate)
 penalty_value = _inline(_rules.penalty_value)
+running_average = _inline(_rules.running_average)
 average_b_next = _inline(_rules.average_b_next)
 average_a_next = _inline(_rules.average_a_next)
 
@@ -113,11 +114,9 @@ def _epoch_dense(X, y, sw, order, w, aw, q, s, codes, hp):
         if update != 0.0 and fit_intercept:
             b += update * decay
         averaging = 0 < average <= t
-        inv_k = 0.0
+        k = t - average + 1.0
         if averaging:
-            k = t - average + 1.0
-            inv_k = 1.0 / k
-            ab += (b - ab) * inv_k
+            ab += (b - ab) / k
             bb = average_b_next(bb, k)
             a = average_a_next(a, bb, k, ws)
         l1_weight = 0.0
@@ -136,7 +135,7 @@ def _epoch_dense(X, y, sw, order, w, aw, q, s, codes, hp):
                 acc_sq += wj * wj
                 acc_l1 += abs(wj)
             if averaging:
-                aw[j] += (wj - aw[j]) * inv_k
+                aw[j] = running_average(aw[j], wj, k)
             if truncates:
                 new = l1_truncate(wj, u, q[j])
                 q[j] += new - wj

@@ -121,7 +121,11 @@ def _epoch(rows, y, sw, order, w, aw, q, scalars, codes, hp):
                 b += update * decay
         if 0 < average <= t:
             k = t - average + 1
-            aw += (w - aw) / k
+            # the first averaged step of a call adds w to the stored average (see _sgd_rules)
+            if k == 1:
+                aw += w
+            else:
+                aw += (w - aw) / k
             s[R.S_AVERAGE_INTERCEPT] += (b - s[R.S_AVERAGE_INTERCEPT]) / k
             if k > 1:
                 s[R.S_AVERAGE_B] /= 1.0 - 1.0 / k

@@ -297,6 +297,23 @@ def penalty_value(alpha: cython.double, l1_ratio: cython.double, sq_norm: cython
 @cython.inline
 @cython.nogil
 @cython.exceptval(check=False)
+def running_average(average: cython.double, w: cython.double, k: cython.double) -> cython.double:
+    """The average of a weight after the k-th averaged step (k counted from 1 in each call).
+
+    The mean of the k weights seen, except at k = 1: scikit-learn's lazy form then adds the
+    weight to the stored average instead of replacing it. The two agree when the stored
+    average is zero (every fit of a classifier, every first fit); a regressor's warm-started
+    fit restarts the count with the previous average stored, and keeps it this way.
+    """
+    if k == 1.0:
+        return average + w
+    return average + (w - average) / k
+
+
+@cython.cfunc
+@cython.inline
+@cython.nogil
+@cython.exceptval(check=False)
 def average_b_next(average_b: cython.double, k: cython.double) -> cython.double:
     """``average_b`` after the k-th averaged step (k counted from 1)."""
     if k > 1.0:

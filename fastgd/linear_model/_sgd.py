@@ -791,11 +791,11 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         return self._transaction(self._partial_fit, X, y, 1, sample_weight, None, None)
 
     def _fit(self, X, y, coef_init, intercept_init, sample_weight):
-        if self.warm_start and getattr(self, "coef_", None) is not None:
-            coef_init = self.coef_ if coef_init is None else coef_init
-            intercept_init = self.intercept_ if intercept_init is None else intercept_init
-        for name in ("coef_", "intercept_", "_standard_coef"):
-            self.__dict__.pop(name, None)
+        if not (self.warm_start and getattr(self, "coef_", None) is not None):
+            for name in ("coef_", "intercept_", "_standard_coef"):
+                self.__dict__.pop(name, None)
+        # A warm start continues from the current (not the averaged) weights and average, as
+        # scikit-learn's regressor does; coef_init and intercept_init then go unused.
         self.t_ = 1.0
         self._partial_fit(X, y, self.max_iter, sample_weight, coef_init, intercept_init)
         self._warn_unconverged()
