@@ -82,7 +82,7 @@ def test_equals_scikit_learn_without_shuffling(task, loss, penalty, lr, average,
     data = _data()
     X = sp.csr_matrix(data[0]) if sparse else data[0]
     params = dict(loss=loss, penalty=penalty, learning_rate=lr, average=average, shuffle=False, max_iter=6,
-                  tol=None, eta0=0.1, alpha=0.01, epsilon=0.05)
+                  tol=None, eta0=0.1, alpha=0.05, epsilon=0.05)
     ours, theirs = _fit_pair(task, params, X, data, {})
     _assert_same_model(ours, theirs)
 

@@ -78,7 +78,7 @@ def _epoch_dense(X, y, sw, order, w, aw, q, s, codes, hp):
         i = order[ii]
         p = 0.0
         for j in range(n_features):
-            p += X[i, j] * w[j]
+            p += np.float64(X[i, j]) * w[j]
         p += b
         eta = step_size(lr, eta, eta0, alpha, optimal_init, t, power_t)
         yi = np.float64(y[i])
@@ -183,7 +183,7 @@ def _epoch_csr(data, indices, indptr, y, sw, order, w, aw, q, s, codes, hp):
         lo, hi = indptr[i], indptr[i + 1]
         p = 0.0
         for jj in range(lo, hi):
-            p += data[jj] * w[indices[jj]]
+            p += np.float64(data[jj]) * w[indices[jj]]
         p = p * ws + b
         eta = step_size(lr, eta, eta0, alpha, optimal_init, t, power_t)
         yi = np.float64(y[i])

@@ -122,6 +122,10 @@ class _Problem:
             typw = math.sqrt(1.0 / math.sqrt(est.alpha))
             dloss = _first_dloss(code, self.hp[R.H_LOSS_PARAM], typw)
             self.hp[R.H_OPTIMAL_INIT] = 1.0 / (typw / max(1.0, dloss) * est.alpha)
+        if sp.issparse(X):
+            # the kernels take int32 CSR indices (accept_large_sparse=False keeps them in range)
+            self.indices = X.indices.astype(np.int32, copy=False)
+            self.indptr = X.indptr.astype(np.int32, copy=False)
         self.lr = lr
         self.validation_mask = validation_mask
         self.train_idx = np.flatnonzero(~validation_mask).astype(np.int64)
@@ -178,7 +182,7 @@ def _train(est, backend, problem, w, aw, intercept, average_intercept, t, max_it
         order = rng.permutation(problem.train_idx) if est.shuffle else problem.train_idx
         if sp.issparse(X):
             status, loss_sum, objective_sum = backend.sgd_epoch_csr(
-                X.data, X.indices, X.indptr, y, sw, order, w, aw_arg, q, scalars, problem.codes, problem.hp)
+                X.data, problem.indices, problem.indptr, y, sw, order, w, aw_arg, q, scalars, problem.codes, problem.hp)
         else:
             status, loss_sum, objective_sum = backend.sgd_epoch_dense(
                 X, y, sw, order, w, aw_arg, q, scalars, problem.codes, problem.hp)
@@ -836,7 +840,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     def _decision_function(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, accept_sparse="csr", reset=False)
-        return (safe_sparse_dot(X, np.asarray(self.coef_).T, dense_output=True) + self.intercept_).ravel()
+        return (safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_).ravel()
 
     def predict(self, X):
         """Predicted targets.
