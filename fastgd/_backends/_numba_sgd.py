@@ -5,16 +5,18 @@ engine), each wrapped with ``njit(inline="always")``; this module holds only the
 call trains one epoch over ``order``; the GIL is released, so the one-vs-rest problems of a
 multiclass fit run in parallel threads.
 
-Dense input keeps ``w`` and the average as plain vectors and does each step in two passes
-(the margin, then one fused pass: decay, gradient, average, L1 truncation, norms). CSR input
-must not touch every coordinate per step, yet L2 decays every coordinate every step: inside
-the call the weights are held as ``w = wscale * v`` and the average as
-``(aw + average_a * v) / average_b`` (the lazy form of Bottou and Xu 2011), so a step costs
-O(nnz of the row); the plain vectors are restored on return.
+Inside a call the weights are ``w = wscale * v`` and the average
+``(aw + average_a * v) / average_b`` (see ``_sgd_rules``): L2 decay is O(1), a step with a
+zero update costs only its margin, the gradient step and the average's shift share one pass
+over the row, and a CSR step costs O(nnz of the row). The plain vectors are restored on
+return. Rows a few samples ahead in the epoch's order are prefetched.
 """
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from fastgd._backends import _numba  # noqa: F401  (sets up a writable Numba cache folder first)
 from fastgd._backends import _sgd_rules as _rules
@@ -34,9 +36,31 @@ passive_aggressive_sign = _inline(_rules.passive_aggressive_sign)
 l2_decay = _inline(_rules.l2_decay)
 l1_truncate = _inline(_rules.l1_truncate)
 penalty_value = _inline(_rules.penalty_value)
-running_average = _inline(_rules.running_average)
 average_b_next = _inline(_rules.average_b_next)
 average_a_next = _inline(_rules.average_a_next)
+
+# A shuffled epoch waits on a cache miss per row: ask for the row PREFETCH_AHEAD samples ahead
+PREFETCH_AHEAD = 4
+_CACHE_LINE = 64
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """``llvm.prefetch`` (read, all cache levels) of element ``index`` of a C-contiguous array
+    (a flat index for a 2-D one)."""
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        address = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        builder.call(fn, [address, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
 
 R = _rules
 _C_LOSS, _C_PENALTY, _C_LR, _C_FIT_INTERCEPT = R.C_LOSS, R.C_PENALTY, R.C_LEARNING_RATE, R.C_FIT_INTERCEPT
@@ -72,14 +96,21 @@ def _epoch_dense(X, y, sw, order, w, aw, q, s, codes, hp):
     b, ab, t, u, eta = s[_S_B], s[_S_AB], s[_S_T], s[_S_U], s[_S_ETA]
     ws, a, bb, sq, l1n = s[_S_WS], s[_S_A], s[_S_BB], s[_S_SQ], s[_S_L1]
     n_features = X.shape[1]
+    n_steps = order.shape[0]
+    line = max(1, _CACHE_LINE // X.itemsize)
+    _to_lazy_form(w, aw, ws, a, bb, average)
     loss_sum = 0.0
     objective_sum = 0.0
-    for ii in range(order.shape[0]):
+    for ii in range(n_steps):
         i = order[ii]
+        if ii + PREFETCH_AHEAD < n_steps:
+            ahead = order[ii + PREFETCH_AHEAD] * n_features
+            for j in range(0, n_features, line):
+                _prefetch(X, ahead + j)
         p = 0.0
         for j in range(n_features):
             p += np.float64(X[i, j]) * w[j]
-        p += b
+        p = p * ws + b
         eta = step_size(lr, eta, eta0, alpha, optimal_init, t, power_t)
         yi = np.float64(y[i])
         if sum_loss:
@@ -100,56 +131,60 @@ def _epoch_dense(X, y, sw, order, w, aw, q, s, codes, hp):
         else:
             update = -eta * sample_dloss(loss, yi, p, par)
         update *= class_weight * sw[i]
-        c = 1.0
         if decays:
             c = l2_decay(eta, alpha, l1_ratio)
             ws *= c
             sq *= c * c
             l1n *= c
             if ws < rescale_below:
+                _fold_scale(w, aw, ws, a, bb, average)
                 ws = 1.0
                 if average > 0:
                     a = 0.0
                     bb = 1.0
-        if update != 0.0 and fit_intercept:
-            b += update * decay
         averaging = 0 < average <= t
-        k = t - average + 1.0
+        if update != 0.0:
+            # the gradient step and the matching shift of the lazy average, in one pass
+            step = update / ws
+            shift = -a * step if averaging else 0.0
+            acc_sq = 0.0
+            acc_l1 = 0.0
+            for j in range(n_features):
+                wj = w[j] + X[i, j] * step
+                w[j] = wj
+                acc_sq += np.float64(wj) * wj
+                acc_l1 += abs(wj)
+                aw[j] += X[i, j] * shift
+            sq = acc_sq * (ws * ws)
+            l1n = acc_l1 * ws
+            if fit_intercept:
+                b += update * decay
         if averaging:
+            k = t - average + 1.0
             ab += (b - ab) / k
             bb = average_b_next(bb, k)
             a = average_a_next(a, bb, k, ws)
-        l1_weight = 0.0
         if truncates:
             u += l1_ratio * eta * alpha
-            if average > 0:
-                l1_weight = a / (bb * ws)
-        acc_sq = 0.0
-        acc_l1 = 0.0
-        for j in range(n_features):
-            wj = np.float64(w[j])
-            if decays:
-                wj *= c
-            if update != 0.0:
-                wj += update * X[i, j]
-                acc_sq += wj * wj
-                acc_l1 += abs(wj)
-            if averaging:
-                aw[j] = running_average(aw[j], wj, k)
-            if truncates:
-                new = l1_truncate(wj, u, q[j])
-                q[j] += new - wj
-                if average > 0:
-                    aw[j] += l1_weight * (new - wj)
-                wj = new
-            w[j] = wj
-        if update != 0.0:
-            sq = acc_sq
-            l1n = acc_l1
+            for j in range(n_features):
+                old = ws * w[j]
+                new = l1_truncate(old, u, q[j])
+                w[j] = new / ws
+                q[j] += new - old
         t += 1.0
+    _fold_scale(w, aw, ws, a, bb, average)
     s[_S_B], s[_S_AB], s[_S_T], s[_S_U], s[_S_ETA] = b, ab, t, u, eta
     s[_S_WS], s[_S_A], s[_S_BB], s[_S_SQ], s[_S_L1] = ws, a, bb, sq, l1n
     return (_OK if _all_finite(w, b) else _NONFINITE), loss_sum, objective_sum
+
+
+@njit(nogil=True, cache=True)
+def _to_lazy_form(w, aw, ws, a, bb, average):
+    """From plain vectors to v = w / wscale and aw = average_b * average - average_a * v."""
+    for j in range(w.shape[0]):
+        w[j] = w[j] / ws
+        if average > 0:
+            aw[j] = aw[j] * bb - a * w[j]
 
 
 @njit(nogil=True, cache=True)
@@ -171,15 +206,18 @@ def _epoch_csr(data, indices, indptr, y, sw, order, w, aw, q, s, codes, hp):
     truncates = penalty == _L1 or penalty == _EN
     b, ab, t, u, eta = s[_S_B], s[_S_AB], s[_S_T], s[_S_U], s[_S_ETA]
     ws, a, bb, sq, l1n = s[_S_WS], s[_S_A], s[_S_BB], s[_S_SQ], s[_S_L1]
-    # into the lazy form: w holds v = w / wscale, aw holds average_b * average - average_a * v
-    for j in range(w.shape[0]):
-        w[j] = w[j] / ws
-        if average > 0:
-            aw[j] = aw[j] * bb - a * w[j]
+    _to_lazy_form(w, aw, ws, a, bb, average)
+    n_steps = order.shape[0]
+    line = max(1, _CACHE_LINE // data.itemsize)
     loss_sum = 0.0
     objective_sum = 0.0
     for ii in range(order.shape[0]):
         i = order[ii]
+        if ii + PREFETCH_AHEAD < n_steps:
+            ahead = order[ii + PREFETCH_AHEAD]
+            for jj in range(indptr[ahead], indptr[ahead + 1], line):
+                _prefetch(data, jj)
+                _prefetch(indices, jj)
         lo, hi = indptr[i], indptr[i + 1]
         p = 0.0
         for jj in range(lo, hi):
@@ -216,24 +254,26 @@ def _epoch_csr(data, indices, indptr, y, sw, order, w, aw, q, s, codes, hp):
                 if average > 0:
                     a = 0.0
                     bb = 1.0
+        averaging = 0 < average <= t
         if update != 0.0:
+            # the gradient step and the matching shift of the lazy average, in one pass
             step = update / ws
+            shift = -a * step if averaging else 0.0
             acc_sq = 0.0
             acc_l1 = 0.0
             for jj in range(lo, hi):
                 j = indices[jj]
-                w[j] += data[jj] * step
-                acc_sq += np.float64(w[j]) * w[j]
-                acc_l1 += abs(w[j])
+                wj = w[j] + data[jj] * step
+                w[j] = wj
+                acc_sq += np.float64(wj) * wj
+                acc_l1 += abs(wj)
+                aw[j] += data[jj] * shift
             sq = acc_sq * (ws * ws)
             l1n = acc_l1 * ws
             if fit_intercept:
                 b += update * decay
-        if 0 < average <= t:
+        if averaging:
             k = t - average + 1.0
-            shift = -a * update / ws
-            for jj in range(lo, hi):
-                aw[indices[jj]] += data[jj] * shift
             ab += (b - ab) / k
             bb = average_b_next(bb, k)
             a = average_a_next(a, bb, k, ws)

@@ -91,13 +91,15 @@ STATUS_NONFINITE = 1
 
 MAX_DLOSS = cython.declare(cython.double, 1e12)
 
-# Weight scale and averaging scalars. The CSR kernels store w = wscale * v and the average as
-# (aw + average_a * v) / average_b (Bottou's and Xu's lazy form: a step costs O(nnz)). Dense
-# kernels keep w and the average as plain vectors; they still advance wscale, average_a and
-# average_b exactly as the lazy form would, because scikit-learn's L1 truncation changes v
-# without the matching change to aw: the average moves by average_a / (average_b * wscale)
-# times the L1 change of w. Reproducing that weight is what makes the averaged elastic-net
-# models equal.
+# Weight scale and averaging scalars. Inside a call the compiled kernels store w = wscale * v
+# and the average as (aw + average_a * v) / average_b (the lazy form of Bottou and of Xu 2011):
+# the L2 decay of every weight is one multiplication of wscale, and a step that leaves w
+# unchanged (a hinge margin already met) costs only the margin. Between calls the weights are
+# plain vectors again, and wscale, average_a, average_b carry on in ``scalars``, because they
+# are part of scikit-learn's semantics: its L1 truncation changes v without the matching change
+# to aw, so the average moves by average_a / (average_b * wscale) times the L1 change of w, and
+# the first averaged step of a call adds w to the stored average (average_a is 0 then). The
+# reference reproduces both on plain vectors.
 
 
 @cython.cfunc
@@ -291,23 +293,6 @@ def penalty_value(alpha: cython.double, l1_ratio: cython.double, sq_norm: cython
     """The penalty term of the stopping objective: alpha ((1 - l1_ratio) ||w||^2 / 2 +
     l1_ratio ||w||_1)."""
     return alpha * ((1.0 - l1_ratio) * 0.5 * sq_norm + l1_ratio * l1_norm)
-
-
-@cython.cfunc
-@cython.inline
-@cython.nogil
-@cython.exceptval(check=False)
-def running_average(average: cython.double, w: cython.double, k: cython.double) -> cython.double:
-    """The average of a weight after the k-th averaged step (k counted from 1 in each call).
-
-    The mean of the k weights seen, except at k = 1: scikit-learn's lazy form then adds the
-    weight to the stored average instead of replacing it. The two agree when the stored
-    average is zero (every fit of a classifier, every first fit); a regressor's warm-started
-    fit restarts the count with the previous average stored, and keeps it this way.
-    """
-    if k == 1.0:
-        return average + w
-    return average + (w - average) / k
 
 
 @cython.cfunc

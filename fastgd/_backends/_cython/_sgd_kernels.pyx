@@ -5,10 +5,9 @@
 The scalar rules are not written here: ``_sgd_rules.py`` (Cython pure-Python mode) is
 included below and compiles to inline ``nogil`` C functions, the same source the Numba engine
 wraps with ``njit(inline="always")``. This file holds the loops, which mirror
-``_numba_sgd.py`` step for step: dense input as plain vectors (the margin, then one fused pass
-per sample), CSR input in the lazy ``w = wscale * v`` / ``(aw + average_a v) / average_b``
-form inside the call, so that a step costs O(nnz) (see ``_numba_sgd``). float32 and float64
-through a fused type; one call is one epoch, run with the GIL released.
+``_numba_sgd.py`` step for step (the lazy ``w = wscale * v`` form inside a call, plain vectors
+between calls, rows prefetched a few samples ahead). float32 and float64 through a fused
+type; one call is one epoch, run with the GIL released.
 """
 
 from libc.math cimport exp, fabs, isfinite, log, log1p, pow
@@ -21,6 +20,19 @@ import numpy as np
 include "../_sgd_rules.py"
 
 name = "cython"
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FASTGD_SGD_PREFETCH(addr) __builtin_prefetch((const void *)(addr), 0, 3)
+    #else
+    #define FASTGD_SGD_PREFETCH(addr) ((void)0)
+    #endif
+    """
+    void FASTGD_SGD_PREFETCH(const void* addr) noexcept nogil
+
+# a shuffled epoch waits on a cache miss per row: ask for the row this many samples ahead
+DEF PREFETCH_AHEAD = 4
 
 ctypedef fused floating:
     float
@@ -35,6 +47,16 @@ cdef inline bint _all_finite(floating[::1] w, double b) noexcept nogil:
         if not isfinite(w[j]):
             return False
     return True
+
+
+cdef void _to_lazy_form(floating[::1] w, floating[::1] aw, double ws, double a, double bb,
+                        int64_t average) noexcept nogil:
+    """From plain vectors to v = w / wscale and aw = average_b * average - average_a * v."""
+    cdef Py_ssize_t j
+    for j in range(w.shape[0]):
+        w[j] = w[j] / ws
+        if average > 0:
+            aw[j] = aw[j] * bb - a * w[j]
 
 
 cdef void _fold_scale(floating[::1] v, floating[::1] aw, double ws, double a, double bb,
@@ -78,19 +100,28 @@ def sgd_epoch_dense(const floating[:, ::1] X, const floating[::1] y, const float
     cdef bint truncates = penalty == PENALTY_L1 or penalty == PENALTY_ELASTICNET
     cdef double b = s[S_INTERCEPT], ab = s[S_AVERAGE_INTERCEPT], t = s[S_T], u = s[S_U], eta = s[S_ETA]
     cdef double ws = s[S_WSCALE], a = s[S_AVERAGE_A], bb = s[S_AVERAGE_B], sq = s[S_SQ_NORM], l1n = s[S_L1_NORM]
-    cdef Py_ssize_t n_features = X.shape[1], ii, i, j
+    cdef Py_ssize_t n_features = X.shape[1], n_steps = order.shape[0], ii, i, j
+    cdef Py_ssize_t line = max(1, 64 // sizeof(floating))
     cdef double loss_sum = 0.0, objective_sum = 0.0, p, yi, value, class_weight, x_sq, update, c, k
-    cdef double l1_weight, acc_sq, acc_l1, wj, new
+    cdef double step, shift, acc_sq, acc_l1, wj, old, new
     cdef bint averaging
     cdef const floating* row
+    cdef const floating* ahead
     with nogil:
-        for ii in range(order.shape[0]):
+        _to_lazy_form(w, aw, ws, a, bb, average)
+        for ii in range(n_steps):
             i = order[ii]
+            if ii + PREFETCH_AHEAD < n_steps:
+                ahead = &X[order[ii + PREFETCH_AHEAD], 0]
+                j = 0
+                while j < n_features:  # every cache line of the row
+                    FASTGD_SGD_PREFETCH(ahead + j)
+                    j += line
             row = &X[i, 0]
             p = 0.0
             for j in range(n_features):
                 p += <double>row[j] * w[j]
-            p += b
+            p = p * ws + b
             eta = step_size(lr, eta, eta0, alpha, optimal_init, t, power_t)
             yi = y[i]
             if sum_loss:
@@ -111,53 +142,47 @@ def sgd_epoch_dense(const floating[:, ::1] X, const floating[::1] y, const float
             else:
                 update = -eta * sample_dloss(loss, yi, p, par)
             update *= class_weight * sw[i]
-            c = 1.0
             if decays:
                 c = l2_decay(eta, alpha, l1_ratio)
                 ws *= c
                 sq *= c * c
                 l1n *= c
                 if ws < rescale_below:
+                    _fold_scale(w, aw, ws, a, bb, average)
                     ws = 1.0
                     if average > 0:
                         a = 0.0
                         bb = 1.0
-            if update != 0.0 and fit_intercept:
-                b += update * decay
             averaging = 0 < average and average <= t
-            k = t - average + 1.0
+            if update != 0.0:
+                # the gradient step and the matching shift of the lazy average, in one pass
+                step = update / ws
+                shift = -a * step if averaging else 0.0
+                acc_sq = 0.0
+                acc_l1 = 0.0
+                for j in range(n_features):
+                    w[j] = w[j] + row[j] * step
+                    acc_sq += <double>w[j] * w[j]
+                    acc_l1 += fabs(w[j])
+                    aw[j] += row[j] * shift
+                sq = acc_sq * (ws * ws)
+                l1n = acc_l1 * ws
+                if fit_intercept:
+                    b += update * decay
             if averaging:
+                k = t - average + 1.0
                 ab += (b - ab) / k
                 bb = average_b_next(bb, k)
                 a = average_a_next(a, bb, k, ws)
-            l1_weight = 0.0
             if truncates:
                 u += l1_ratio * eta * alpha
-                if average > 0:
-                    l1_weight = a / (bb * ws)
-            acc_sq = 0.0
-            acc_l1 = 0.0
-            for j in range(n_features):
-                wj = w[j]
-                if decays:
-                    wj *= c
-                if update != 0.0:
-                    wj += update * row[j]
-                    acc_sq += wj * wj
-                    acc_l1 += fabs(wj)
-                if averaging:
-                    aw[j] = running_average(aw[j], wj, k)
-                if truncates:
-                    new = l1_truncate(wj, u, q[j])
-                    q[j] += new - wj
-                    if average > 0:
-                        aw[j] += l1_weight * (new - wj)
-                    wj = new
-                w[j] = wj
-            if update != 0.0:
-                sq = acc_sq
-                l1n = acc_l1
+                for j in range(n_features):
+                    old = ws * w[j]
+                    new = l1_truncate(old, u, q[j])
+                    w[j] = new / ws
+                    q[j] += new - old
             t += 1.0
+        _fold_scale(w, aw, ws, a, bb, average)
     s[S_INTERCEPT], s[S_AVERAGE_INTERCEPT], s[S_T], s[S_U], s[S_ETA] = b, ab, t, u, eta
     s[S_WSCALE], s[S_AVERAGE_A], s[S_AVERAGE_B], s[S_SQ_NORM], s[S_L1_NORM] = ws, a, bb, sq, l1n
     return (STATUS_OK if _all_finite(w, b) else STATUS_NONFINITE), loss_sum, objective_sum
@@ -189,14 +214,19 @@ def sgd_epoch_csr(const floating[::1] data, const int32_t[::1] indices, const in
     cdef Py_ssize_t ii, i, j, jj, lo, hi
     cdef double loss_sum = 0.0, objective_sum = 0.0, p, yi, value, class_weight, x_sq, update, c, k
     cdef double step, acc_sq, acc_l1, shift, old, new
+    cdef Py_ssize_t n_steps = order.shape[0], line = max(1, 64 // sizeof(floating)), ahead
+    cdef bint averaging
     with nogil:
-        # into the lazy form: w holds v = w / wscale, aw holds average_b * average - average_a * v
-        for j in range(w.shape[0]):
-            w[j] = w[j] / ws
-            if average > 0:
-                aw[j] = aw[j] * bb - a * w[j]
-        for ii in range(order.shape[0]):
+        _to_lazy_form(w, aw, ws, a, bb, average)
+        for ii in range(n_steps):
             i = order[ii]
+            if ii + PREFETCH_AHEAD < n_steps:
+                ahead = order[ii + PREFETCH_AHEAD]
+                jj = indptr[ahead]
+                while jj < indptr[ahead + 1]:  # every cache line of the row's values and indices
+                    FASTGD_SGD_PREFETCH(&data[jj])
+                    FASTGD_SGD_PREFETCH(&indices[jj])
+                    jj += line
             lo = indptr[i]
             hi = indptr[i + 1]
             p = 0.0
@@ -234,24 +264,25 @@ def sgd_epoch_csr(const floating[::1] data, const int32_t[::1] indices, const in
                     if average > 0:
                         a = 0.0
                         bb = 1.0
+            averaging = 0 < average and average <= t
             if update != 0.0:
+                # the gradient step and the matching shift of the lazy average, in one pass
                 step = update / ws
+                shift = -a * step if averaging else 0.0
                 acc_sq = 0.0
                 acc_l1 = 0.0
                 for jj in range(lo, hi):
                     j = indices[jj]
-                    w[j] += data[jj] * step
+                    w[j] = w[j] + data[jj] * step
                     acc_sq += <double>w[j] * w[j]
                     acc_l1 += fabs(w[j])
+                    aw[j] += data[jj] * shift
                 sq = acc_sq * (ws * ws)
                 l1n = acc_l1 * ws
                 if fit_intercept:
                     b += update * decay
-            if 0 < average and average <= t:
+            if averaging:
                 k = t - average + 1.0
-                shift = -a * update / ws
-                for jj in range(lo, hi):
-                    aw[indices[jj]] += data[jj] * shift
                 ab += (b - ab) / k
                 bb = average_b_next(bb, k)
                 a = average_a_next(a, bb, k, ws)
