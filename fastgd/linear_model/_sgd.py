@@ -491,6 +491,9 @@ class SGDClassifier(LinearClassifierMixin, _BaseSGD):
         self._validate_params()
         self._more_validate_params()
         if self.optimizer != "sgd":
+            if coef_init is not None or intercept_init is not None:
+                raise ValueError("coef_init and intercept_init are supported with optimizer='sgd' only; use "
+                                 "warm_start=True to continue from a fitted model.")
             return self._transaction(self._main_engine_fit, X, y, sample_weight, False)
         return self._transaction(self._fit, X, y, coef_init, intercept_init, sample_weight)
 
@@ -771,6 +774,9 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         self._validate_params()
         self._more_validate_params()
         if self.optimizer != "sgd":
+            if coef_init is not None or intercept_init is not None:
+                raise ValueError("coef_init and intercept_init are supported with optimizer='sgd' only; use "
+                                 "warm_start=True to continue from a fitted model.")
             return self._transaction(self._main_engine_fit, X, y, sample_weight, False)
         return self._transaction(self._fit, X, y, coef_init, intercept_init, sample_weight)
 
