@@ -68,6 +68,12 @@ def _dloss(code, y, p, par):
 
 
 def _epoch(rows, y, sw, order, w, aw, q, scalars, codes, hp):
+    # a diverging fit is reported by the status, as the compiled engines report it
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _epoch_steps(rows, y, sw, order, w, aw, q, scalars, codes, hp)
+
+
+def _epoch_steps(rows, y, sw, order, w, aw, q, scalars, codes, hp):
     loss_code, penalty, lr = int(codes[R.C_LOSS]), int(codes[R.C_PENALTY]), int(codes[R.C_LEARNING_RATE])
     average, sum_loss = int(codes[R.C_AVERAGE]), bool(codes[R.C_SUM_LOSS])
     alpha, l1_ratio, eta0, power_t = hp[R.H_ALPHA], hp[R.H_L1_RATIO], hp[R.H_ETA0], hp[R.H_POWER_T]
@@ -77,7 +83,9 @@ def _epoch(rows, y, sw, order, w, aw, q, scalars, codes, hp):
     sumloss = objective = 0.0
     for i in order:
         idx, x = rows(i)
-        p = float(x @ w[idx]) + b
+        # summed term by term (not a BLAS dot): on overflow, +inf and -inf terms give NaN as in
+        # the compiled engines, where a BLAS kernel may return an infinity
+        p = float(np.sum(x * w[idx])) + b
         if lr == R.LR_OPTIMAL:
             eta = 1.0 / (alpha * (hp[R.H_OPTIMAL_INIT] + t - 1.0))
         elif lr == R.LR_INVSCALING:
@@ -91,7 +99,7 @@ def _epoch(rows, y, sw, order, w, aw, q, scalars, codes, hp):
                 objective += alpha * ((1 - l1_ratio) * 0.5 * s[R.S_SQ_NORM] + l1_ratio * s[R.S_L1_NORM])
         class_weight = hp[R.H_WEIGHT_POS] if yi > 0 else hp[R.H_WEIGHT_NEG]
         if lr >= R.LR_PA1:
-            x_sq = float(x @ x)
+            x_sq = float(np.sum(x * x))
             if lr == R.LR_PA1 and x_sq == 0:
                 continue
             value = _loss(loss_code, yi, p, par)
