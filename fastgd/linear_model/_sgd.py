@@ -120,7 +120,7 @@ class _Problem:
             # Bottou's heuristic: the first step is the one a weight of typical size
             # 1/sqrt(alpha) would take, eta = typw / max(1, dloss(-typw; y=1)).
             typw = math.sqrt(1.0 / math.sqrt(est.alpha))
-            dloss = _first_dloss(code, self.hp[R.H_LOSS_PARAM], typw)
+            dloss = R.sample_dloss(code, 1.0, -typw, self.hp[R.H_LOSS_PARAM])  # the shared rule, in Python
             self.hp[R.H_OPTIMAL_INIT] = 1.0 / (typw / max(1.0, dloss) * est.alpha)
         if sp.issparse(X):
             # the kernels take int32 CSR indices (accept_large_sparse=False keeps them in range)
@@ -129,12 +129,6 @@ class _Problem:
         self.lr = lr
         self.validation_mask = validation_mask
         self.train_idx = np.flatnonzero(~validation_mask).astype(np.int64)
-
-
-def _first_dloss(code, par, typw):
-    from fastgd._backends._reference_sgd import _dloss
-
-    return _dloss(code, 1.0, -typw, par)
 
 
 def _validation_scorer(est, problem, classes):
