@@ -89,3 +89,14 @@ def test_dense_and_csr_engines_agree(backend):
     dense = fastgd.SGDClassifier(**params).fit(X, y, sample_weight=sw)
     csr = fastgd.SGDClassifier(**params).fit(sp.csr_matrix(X), y, sample_weight=sw)
     assert_allclose(dense.coef_, csr.coef_, rtol=1e-10, atol=1e-12)
+
+
+def test_numba_engine_compiles_the_shared_rules():
+    """One source for the scalar rules: the Numba engine's rules are the functions of
+    _sgd_rules (the Cython engine includes the same file at build time)."""
+    from fastgd._backends import _sgd_rules
+
+    numba_sgd = pytest.importorskip("fastgd._backends._numba_sgd")
+    for name in ("sample_loss", "sample_dloss", "step_size", "passive_aggressive_step", "passive_aggressive_sign",
+                 "l2_decay", "l1_truncate", "penalty_value", "average_b_next", "average_a_next"):
+        assert getattr(numba_sgd, name).py_func is getattr(_sgd_rules, name), name
