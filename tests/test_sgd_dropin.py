@@ -95,7 +95,7 @@ def _fit_pair(task, params, X, data, fit_params):
 def test_equals_scikit_learn_without_shuffling(task, loss, penalty, lr, average, sparse):
     data = _data()
     X = sp.csr_matrix(data[0]) if sparse else data[0]
-    params = dict(loss=loss, penalty=penalty, learning_rate=lr, average=average, shuffle=False, max_iter=6,
+    params = dict(loss=loss, penalty=penalty, learning_rate=lr, average=average, shuffle=False, max_iter=4,
                   tol=None, eta0=0.1, alpha=0.05, epsilon=0.05)
     ours, theirs = _fit_pair(task, params, X, data, {})
     _assert_same_model(ours, theirs)
