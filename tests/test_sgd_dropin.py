@@ -2,6 +2,7 @@
 numbers (shuffle=False), same behaviour where the order of samples is random."""
 
 import inspect
+import os
 import pickle
 import warnings
 
@@ -357,3 +358,16 @@ def test_float32_stays_float32_and_near_float64():
         m64 = est(**params).fit(X, target)
         assert m32.coef_.dtype == np.float32
         assert_allclose(_coefs(m32), _coefs(m64), rtol=1e-4, atol=1e-5 * np.max(np.abs(_coefs(m64))))
+
+
+def test_importing_fastgd_loads_the_dropins_only_when_used():
+    """`import fastgd` stays as quick as before: the drop-ins (and scikit-learn's
+    linear_model they build on) load on first use."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, fastgd; assert 'fastgd.linear_model._sgd' not in sys.modules; "
+            "from fastgd import SGDRegressor; assert SGDRegressor is fastgd.linear_model._sgd.SGDRegressor")
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
