@@ -185,6 +185,7 @@ def _train(est, backend, problem, w, aw, intercept, average_intercept, t, max_it
                 f"Floating-point under-/overflow occurred at epoch #{epoch + 1}. Scaling input data "
                 "with StandardScaler or MinMaxScaler might help."
             )
+        value = None
         if score is not None:
             # scikit-learn scores the unscaled vector of its w = wscale * v form
             value = score(w / scalars[R.S_WSCALE], scalars[R.S_INTERCEPT])
@@ -197,7 +198,8 @@ def _train(est, backend, problem, w, aw, intercept, average_intercept, t, max_it
         if est.verbose > 0:
             print(f"Norm: {np.linalg.norm(w):.2f}, NNZs: {np.count_nonzero(w)}, Bias: {scalars[R.S_INTERCEPT]:.6f}, "
                   f"T: {(epoch + 1) * train_count}, Avg. loss: {loss_sum / train_count:f}, "
-                  f"Objective: {objective_sum / train_count:f}")
+                  f"Objective: {objective_sum / train_count:f}"
+                  + ("" if value is None else f", Validation score: {value:f}"))
         if no_improvement >= est.n_iter_no_change:
             if problem.lr == R.LR_ADAPTIVE and scalars[R.S_ETA] > 1e-6:
                 scalars[R.S_ETA] /= 5.0
@@ -591,7 +593,7 @@ class SGDClassifier(LinearClassifierMixin, _BaseSGD):
             aw = average_coef[row] if self.average else None
             b, ab, n_iter = _train(self, backend, problem, w, aw, float(intercept[row]),
                                    float(average_intercept[row]), self.t_, max_iter, rng, score,
-                                   "" if n_rows == 1 else f" (class {self.classes_[positive]!r})")
+                                   "" if n_rows == 1 else f" (class {self.classes_[positive]})")
             intercept[row] = b
             average_intercept[row] = ab
             return n_iter
