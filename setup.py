@@ -45,7 +45,12 @@ ext_modules = cythonize(
             ["fastgd/_backends/_cython/_kernels.pyx"],
             include_dirs=[np.get_include()],
             extra_compile_args=["-O3"],
-        )
+        ),
+        Extension(
+            "fastgd._backends._cython._sgd_kernels",
+            ["fastgd/_backends/_cython/_sgd_kernels.pyx"],
+            extra_compile_args=["-O3"],
+        ),
     ],
     compiler_directives={"language_level": 3},
 )

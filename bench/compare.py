@@ -163,6 +163,7 @@ class Report:
 
 SECTION_TITLES = {
     "sgd_epoch": "Per-sample SGD, one epoch: scikit-learn SGDClassifier / SGDRegressor vs fastgd (estimator fit, max_iter=1)",
+    "dropin": "Drop-in SGDClassifier / SGDRegressor vs scikit-learn's, same parameters, time per epoch",
     "exact": "Time to accuracy vs exact solvers (relative sub-optimality of the regularised objective)",
     "torch": "PyTorch CPU training loop vs fastgd kernel, one epoch, same batches",
     "numpy": "Plain NumPy vectorised GD vs fastgd kernel, one epoch, same batches",
@@ -318,6 +319,96 @@ def section_sgd_epoch(rep, data, backends, args):
                  f"after one unshuffled epoch on the first {EQUIV_ROWS} rows", float(diff), "",
                  "rounding-level = the two tools take the same steps. Over many more steps at this eta the "
                  "rounding differences grow (steps on the largest-norm rows are expansive), so the check is kept short")
+
+
+# --- 1b. drop-in SGDClassifier / SGDRegressor vs scikit-learn's ---------------------------------
+DROPIN_CLASSIFIER_LOSSES = ("hinge", "log_loss", "modified_huber", "squared_hinge", "perceptron")
+DROPIN_REGRESSION_LOSSES = ("squared_error", "huber", "epsilon_insensitive", "squared_epsilon_insensitive")
+DROPIN_EPOCHS = 5
+
+
+def _dropin_kernel_epoch(est, X, y, backend_name):
+    """One compiled epoch of fastgd's drop-in, arguments prepared outside the timed call (the
+    kernel-level figure next to the whole-fit one)."""
+    from fastgd.linear_model._sgd import _Problem, get_sgd_backend
+    from fastgd._backends import _sgd_rules as R
+
+    backend = get_sgd_backend(backend_name)
+    y_enc = np.where(y == np.unique(y)[-1], 1.0, -1.0).astype(X.dtype)
+    sw = np.ones(X.shape[0], dtype=X.dtype)
+    problem = _Problem(est, X, y_enc, sw, np.zeros(X.shape[0], dtype=bool), 1.0, 1.0)
+    order = np.random.default_rng(0).permutation(X.shape[0]).astype(np.int64)
+    w = np.zeros(X.shape[1], dtype=X.dtype)
+    aw, q = np.zeros_like(w), np.zeros_like(w)
+    scalars = np.zeros(R.N_SCALARS)
+
+    def run():
+        w[:] = 0.0
+        scalars[:] = 0.0
+        scalars[R.S_T], scalars[R.S_ETA], scalars[R.S_WSCALE], scalars[R.S_AVERAGE_B] = 1.0, est.eta0, 1.0, 1.0
+        if sp.issparse(X):
+            backend.sgd_epoch_csr(X.data, problem.indices, problem.indptr, y_enc, sw, order, w, aw, q, scalars,
+                                  problem.codes, problem.hp)
+        else:
+            backend.sgd_epoch_dense(X, y_enc, sw, order, w, aw, q, scalars, problem.codes, problem.hp)
+
+    return run
+
+
+def section_dropin(rep, data, backends, args):
+    """fastgd.SGDClassifier / SGDRegressor against scikit-learn's with the same parameters
+    (DROPIN_EPOCHS epochs: tol=None, shuffle=True), every loss, averaged SGD, multiclass
+    one-vs-rest with n_jobs=2 on both sides, dense float64 / float32 and CSR."""
+    from sklearn import linear_model as sk
+
+    import fastgd
+
+    print("\n== drop-in SGDClassifier / SGDRegressor vs scikit-learn ==", flush=True)
+    # several epochs per fit, so that the per-fit validation (which both tools do) is amortised
+    # as in real use; times are reported per epoch (fit time / DROPIN_EPOCHS)
+    common = dict(max_iter=DROPIN_EPOCHS, tol=None, shuffle=True, random_state=0, alpha=ALPHA)
+    cases = []  # (workload, dtype, estimator name, params)
+    for dtype in (np.float64, np.float32):
+        for loss in DROPIN_CLASSIFIER_LOSSES:
+            cases.append(("dense_cls", dtype, "SGDClassifier", dict(loss=loss)))
+        for loss in DROPIN_REGRESSION_LOSSES:
+            cases.append(("dense_reg", dtype, "SGDRegressor", dict(loss=loss, eta0=ETA0_SQ)))
+        cases.append(("dense_cls", dtype, "SGDClassifier", dict(loss="hinge", average=True)))
+        cases.append(("sparse_cls", dtype, "SGDClassifier", dict(loss="hinge")))
+        cases.append(("sparse_cls", dtype, "SGDClassifier", dict(loss="log_loss")))
+        cases.append(("sparse_cls", dtype, "SGDClassifier", dict(loss="hinge", average=True)))
+    cases.append(("multiclass", np.float64, "SGDClassifier", dict(loss="hinge", n_jobs=2)))
+    cases.append(("multiclass", np.float64, "SGDClassifier", dict(loss="log_loss", average=True, n_jobs=2)))
+    plain_vs_averaged = {}
+    for name, dtype, cls_name, params in cases:
+        X, y = data.get(name, dtype)
+        params = dict(common, **params)
+        peer_cls, our_cls = getattr(sk, cls_name), getattr(fastgd, cls_name)
+        fns = {f"fastgd[{b}]": (lambda b=b: our_cls(backend=b, **params).fit(X, y)) for b in backends}
+        fns["sklearn"] = lambda: peer_cls(**params).fit(X, y)
+        times = {k: [t / DROPIN_EPOCHS for t in v] for k, v in _common.alternate(fns, args.repeats, warmup=1).items()}
+        label = f"{cls_name}({', '.join(f'{k}={v!r}' for k, v in params.items() if k not in common)})"
+        for b in backends:
+            rep.pair("dropin", f"{name} {layout_name(X)} {X.shape[0]}x{X.shape[1]}", f"fastgd[{b}] {label}",
+                     times[f"fastgd[{b}]"], f"sklearn {label}", times["sklearn"],
+                     f"per epoch of a whole {DROPIN_EPOCHS}-epoch fit, same parameters")
+            key = (name, np.dtype(dtype).name, b)
+            if params.get("loss") == "hinge" and "n_jobs" not in params:
+                plain_vs_averaged.setdefault(key, {})["averaged" if params.get("average") else "plain"] = \
+                    float(np.median(times[f"fastgd[{b}]"]))
+        if params.get("loss") == "hinge" and name != "multiclass" and not params.get("average"):
+            est = our_cls(**params)
+            kernel = {f"fastgd[{b}] kernel": _dropin_kernel_epoch(est, X, y, b) for b in backends}
+            ktimes = _common.alternate(kernel, args.repeats, warmup=1)
+            for b in backends:
+                rep.pair("dropin", f"{name} {layout_name(X)} {X.shape[0]}x{X.shape[1]}",
+                         f"fastgd[{b}] kernel epoch (hinge)", ktimes[f"fastgd[{b}] kernel"],
+                         "sklearn SGDClassifier(loss='hinge'), per epoch of a whole fit", times["sklearn"],
+                         "kernel level: one compiled epoch, arguments prepared outside the timing")
+    for (name, dtype_name, b), t in plain_vs_averaged.items():
+        if "plain" in t and "averaged" in t:
+            rep.fact("dropin", f"averaged / plain SGD epoch cost, fastgd[{b}], {name} {dtype_name} (hinge)",
+                     t["averaged"] / t["plain"], "x", "target <= 1.3")
 
 
 # --- 2. time to accuracy vs exact solvers -----------------------------------------------------
@@ -910,7 +1001,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (fastgd's multi-core kernels are not limited)")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per timing")
-    ap.add_argument("--sections", default="sgd_epoch,exact,torch,numpy,bandwidth,adam_vs_sgd,cold,memory,file",
+    ap.add_argument("--sections", default="sgd_epoch,dropin,exact,torch,numpy,bandwidth,adam_vs_sgd,cold,memory,file",
                     help="comma-separated subset of the sections to run")
     args = ap.parse_args(argv)
     if args.scale is None:
@@ -974,6 +1065,7 @@ def main(argv=None):
         # BLAS only: fastgd's multi-core kernels (Numba's pool, Cython's OpenMP) keep all cores
         with threadpool_limits(limits=args.threads, user_api="blas"):
             run("sgd_epoch", section_sgd_epoch, data, backends, args)
+            run("dropin", section_dropin, data, backends, args)
             run("exact", section_exact, data, main_backend, args)
             run("torch", section_torch, data, backends, args)
             run("numpy", section_numpy, data, backends, args)

@@ -9,14 +9,18 @@ from fastgd.exceptions import DivergenceError
 from fastgd.linear_model import LinearRegression, LogisticRegression
 
 __version__ = "0.1.0"
-__all__ = ["LinearRegression", "LogisticRegression", "DivergenceError", "datasets", "__version__"]
+__all__ = ["LinearRegression", "LogisticRegression", "SGDClassifier", "SGDRegressor", "DivergenceError",
+           "datasets", "__version__"]
 
 
 def __getattr__(name):
-    # ``fastgd.datasets`` after a plain ``import fastgd``, imported on first use: it loads
-    # scikit-learn's svmlight reader, which a model fit does not need at start-up.
-    if name == "datasets":
-        import importlib
+    # Imported on first use, to keep them out of the cold start of a plain model fit:
+    # ``fastgd.datasets`` loads scikit-learn's svmlight reader, and SGDClassifier /
+    # SGDRegressor scikit-learn's linear_model (see fastgd.linear_model).
+    import importlib
 
+    if name == "datasets":
         return importlib.import_module("fastgd.datasets")
-    raise AttributeError(f"module 'fastgd' has no attribute {name!r}")
+    if name in ("SGDClassifier", "SGDRegressor"):
+        return getattr(importlib.import_module("fastgd.linear_model"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
