@@ -11,6 +11,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, chec
 
 from fastgd import _contract as C
 from fastgd import _solver
+from fastgd import distributed as _distributed
 from fastgd._backends import get_backend
 from fastgd.exceptions import DivergenceError
 from fastgd.optim import OPTIMIZER_NAMES, Optimizer, get_optimizer
@@ -158,6 +159,8 @@ class BaseGD(BaseEstimator):
             raise
 
     def _fit_unguarded(self, X, y, sample_weight, incremental, classes):
+        if _distributed.is_dask_collection(X, y, sample_weight):  # train where the blocks are
+            return _distributed.fit(self, X, y, sample_weight, incremental=incremental)
         fitted = hasattr(self, "_train_state")
         first = not (incremental and fitted)
         X, y = self._validate_X_y(X, y, first)
