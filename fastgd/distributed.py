@@ -9,8 +9,9 @@ How a fit runs
 1. **Shards.** Each block of ``(X, y, sample_weight)`` is validated on the worker that computes
    it, with the same checks (and error messages) as a local fit, and converted to the kernel's
    layout. The blocks a worker holds are then concatenated, on that worker, into one *shard*
-   (a :class:`fastgd._solver.Problem`); shards are numbered by their first block, so the
-   arithmetic depends on which blocks share a worker, never on timing. No data travels to the
+   (a :class:`fastgd._solver.Problem`): the blocks are split into one contiguous run of about
+   equal rows per worker, each concatenated on the worker holding most of it, so the model
+   depends on the chunking and the number of workers, never on placement or timing. No data travels to the
    client: only shapes, sample-weight sums and the classes of ``y`` do. (The shard is a copy
    of the worker's blocks: while a fit runs, a worker holds its share of the data once more if
    the caller keeps ``X`` persisted.) Without a client, the data forms one shard.
@@ -167,33 +168,40 @@ def _predict_block(estimator, method, columns, X):
 
 # --- where the shards live ---------------------------------------------------------------------
 class _ClusterShards:
-    """Shards held on the workers of a ``distributed.Client``; tasks go where the shards are."""
+    """Shards held on the workers of a ``distributed.Client``; tasks go where the shards are.
+
+    The blocks are split into one contiguous run of about equal rows per worker (so the model
+    depends on the chunking and the number of workers, never on where blocks happened to be
+    computed); each run is concatenated on the worker that already holds most of its rows."""
 
     def __init__(self, client, prepared):
-        from distributed import wait
-
         self.client = client
         blocks = client.compute(prepared)
         self._raise_errors(blocks)
         weights = client.gather([client.submit(_weight_sum, b, pure=False) for b in blocks])
         self.sw_total = math.fsum(weights)
-        holders = client.who_has(blocks)
-        groups = {}
-        for i, block in enumerate(blocks):  # in block order: a shard is numbered by its first block
-            groups.setdefault(sorted(holders[block.key])[0], []).append(i)
-        self._groups = list(groups.items())
         self._blocks = blocks
         self.sizes = None
         self.futures = []
-        wait(blocks)
 
     def build(self, scale, block_rows):
-        self.futures = [self.client.submit(_make_shard, scale, *[self._blocks[i] for i in idx], workers=[addr],
-                                           allow_other_workers=True, pure=False)
-                        for addr, idx in self._groups]
-        self.sizes = [int(sum(block_rows[i] for i in idx)) for _, idx in self._groups]
+        workers = sorted(self.client.scheduler_info()["workers"])
+        groups = _contiguous_runs(block_rows, min(len(workers), len(block_rows)))
+        holders = self.client.who_has(self._blocks)
+        self.futures, taken = [], set()
+        for idx in groups:
+            rows_held = {w: 0 for w in workers}
+            for i in idx:
+                for w in holders[self._blocks[i].key]:
+                    rows_held[w] = rows_held.get(w, 0) + block_rows[i]
+            free = [w for w in rows_held if w not in taken] or list(rows_held)
+            home = max(free, key=lambda w: (rows_held[w], w))
+            taken.add(home)
+            self.futures.append(self.client.submit(_make_shard, scale, *[self._blocks[i] for i in idx],
+                                                   workers=[home], allow_other_workers=True, pure=False))
+        self.sizes = [int(sum(block_rows[i] for i in idx)) for idx in groups]
         self._raise_errors(self.futures)
-        self._blocks = None  # the shards now hold the data (lineage is kept by the scheduler)
+        self._blocks = None  # the shards now hold the data (the scheduler keeps their lineage)
 
     def _raise_errors(self, futures):
         from distributed import wait
@@ -256,6 +264,17 @@ class _LocalShards:
 
     def close(self):
         self.shards = []
+
+
+def _contiguous_runs(block_rows, n_runs):
+    """Block indices split into ``n_runs`` contiguous runs of about equal rows (none empty)."""
+    total = float(sum(block_rows))
+    runs = [[] for _ in range(n_runs)]
+    start = 0
+    for i, rows in enumerate(block_rows):
+        runs[min(n_runs - 1, int((start + rows / 2) * n_runs / total))].append(i)
+        start += rows
+    return [run for run in runs if run]
 
 
 def _active_client():
@@ -479,7 +498,7 @@ def fit(estimator, X, y, sample_weight=None, *, sync=None, incremental=False):
     Xd, yd, swd, X_is_frame = _dask_inputs(X, y, sample_weight)
     n, p = Xd.shape
     if X_is_frame:
-        _check_feature_names(estimator, X, reset=True)
+        _check_feature_names(estimator, X._meta, reset=True)  # the (empty) pandas frame of its columns
     elif hasattr(estimator, "feature_names_in_"):
         del estimator.feature_names_in_
     if not np.issubdtype(Xd.dtype, np.number) and Xd.dtype != np.bool_ and Xd.dtype != object:
