@@ -45,6 +45,7 @@ Unsupported with Dask input (a clear error): ``early_stopping=True`` and ``parti
 
 import math
 import operator
+import os
 import sys
 import warnings
 from dataclasses import dataclass, replace
@@ -99,6 +100,23 @@ def _add_in_order(*parts):
 
 
 # --- worker-side tasks (module-level functions: they travel to the workers by name) ----------
+def _worker_backend(name):
+    """The backend ``name``, its kernels limited to the threads a task may use here.
+
+    A Dask worker runs ``nthreads`` tasks at once, and its nanny sets ``OMP_NUM_THREADS``
+    (to 1 by default) so that a task does not fight the others for the cores: the Cython
+    kernels' OpenMP follows it by itself, Numba's thread pool is told here. (Two worker
+    processes each spinning a parallel region on all cores made a Numba full-batch
+    iteration 10x slower than on one thread each.)"""
+    backend = get_backend(name)
+    limit = os.environ.get("OMP_NUM_THREADS")
+    if name == "numba" and limit and limit.isdigit():
+        import numba
+
+        numba.set_num_threads(max(1, min(int(limit), numba.config.NUMBA_NUM_THREADS)))
+    return backend
+
+
 def _prepare_block(estimator, dtype, X, y, sample_weight):
     """Validate one block as a local fit validates its input, in the kernel's layout."""
     from sklearn.utils.validation import check_X_y
@@ -133,7 +151,7 @@ def _make_shard(scale, *blocks):
 
 def _shard_gradient(problem, coef, codes, backend_name, fraction):
     """``fraction`` times the shard's mean gradient (``fraction`` = its share of the samples)."""
-    grad, loss_sum = problem.full_gradient(get_backend(backend_name), coef, codes)
+    grad, loss_sum = problem.full_gradient(_worker_backend(backend_name), coef, codes)
     return _Sums((fraction * grad.astype(np.float64),), float(loss_sum))
 
 
@@ -146,7 +164,7 @@ def _draw_order(n, rng, shuffle):
 def _local_steps(problem, order, lo, hi, coef, opt_state, t, codes, hp, batch_size, backend_name, fraction):
     """Run the compiled epoch kernel over ``order[lo:hi]`` from the given parameters; return them
     (and the optimizer state) times ``fraction``, the shard's weight in the average."""
-    backend = get_backend(backend_name)
+    backend = _worker_backend(backend_name)
     ts = _solver.TrainState(coef=coef.copy(), opt_state=opt_state.copy(), rng=None, t=t.copy())
     K = coef.shape[1]
     grad = np.empty_like(coef)
