@@ -1,0 +1,279 @@
+"""fastgd on Dask (``fastgd.distributed``) against a local fit and against dask-ml, on one
+``LocalCluster`` of 2 worker processes (1 thread each).
+
+    PYTHONPATH=. python -m bench.dask_compare [--quick] [--big-gb G] [--out DIR]
+
+Sections (each figure measured in this run, side by side):
+
+1. time per full-batch iteration and per mini-batch epoch: Dask fit vs local fit of the same
+   data (in the client process), plus the kernel-level time of one shard's gradient on a worker;
+2. client (driver) memory while fitting a ``--big-gb`` GB Dask array generated on the workers;
+3. time to 1e-3 relative sub-optimality of L2-logistic regression: fastgd full-batch GD on the
+   cluster vs dask-ml's ``LogisticRegression`` (lbfgs, admm, gradient_descent) on the same
+   cluster and data. Every method runs with ``max_iter`` = 1, 2, 4, ... until its coefficients
+   reach the target on fastgd's objective; the figure is the wall time of that first fit.
+
+Writes ``dask_compare.md`` and ``dask_compare.json`` into ``--out`` (default bench/results/).
+"""
+
+import argparse
+import json
+import os
+import platform
+import threading
+import time
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def rss_mb():
+    """Resident memory of this process (MB), from /proc (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+class PeakRSS:
+    """Samples this process's resident memory every 10 ms while in the ``with`` block."""
+
+    def __enter__(self):
+        self.start = rss_mb()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def available_mb():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1e3
+    return float("nan")
+
+
+def timed(fn):
+    tic = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - tic, out
+
+
+def generated_regression(da, n, p, rows, seed=0):
+    """X, y generated on the workers (nothing passes through the client)."""
+    rs = da.random.RandomState(seed)
+    X = rs.standard_normal((n, p), chunks=(rows, p))
+    w = np.random.default_rng(seed).standard_normal(p)
+    y = X @ w + 0.1 * rs.standard_normal(n, chunks=rows)
+    return X, y
+
+
+def generated_classification(da, n, p, rows, seed=0):
+    rs = da.random.RandomState(seed)
+    X = rs.standard_normal((n, p), chunks=(rows, p))
+    w = np.random.default_rng(seed).standard_normal(p) * 2 / np.sqrt(p)
+    y = (X @ w + 0.3 + rs.logistic(size=n, chunks=rows) > 0).astype(np.int64)
+    return X, y
+
+
+# --- 1. iteration and epoch times ---------------------------------------------------------------
+def per_iteration(client, da, n, p, rows, repeats):
+    from fastgd import LinearRegression
+    from fastgd.distributed import _shard_gradient
+
+    X, y = generated_regression(da, n, p, rows)
+    X, y = client.persist([X, y])
+    Xl, yl = client.compute([X, y], sync=True)  # the same data, for the local fits
+    rows_out = []
+    for label, kw, k in (("full-batch GD iteration", dict(batch_size=None, optimizer="sgd", learning_rate=0.1), (5, 25)),
+                         ("mini-batch epoch, batch 256 (averaged once per epoch)",
+                          dict(batch_size=256, optimizer="adam", learning_rate=1e-3), (1, 3)),
+                         ("per-sample SGD epoch (averaged once per epoch)",
+                          dict(batch_size=1, optimizer="sgd", learning_rate=1e-3), (1, 2))):
+        local, remote = [], []
+        for _ in range(repeats):  # interleaved; the per-unit time is the difference of two fits
+            t_lo = timed(lambda: LinearRegression(max_iter=k[0], tol=None, random_state=0, **kw).fit(Xl, yl))[0]
+            t_hi = timed(lambda: LinearRegression(max_iter=k[1], tol=None, random_state=0, **kw).fit(Xl, yl))[0]
+            local.append((t_hi - t_lo) / (k[1] - k[0]))
+            t_lo = timed(lambda: LinearRegression(max_iter=k[0], tol=None, random_state=0, **kw).fit(X, y))[0]
+            t_hi = timed(lambda: LinearRegression(max_iter=k[1], tol=None, random_state=0, **kw).fit(X, y))[0]
+            remote.append((t_hi - t_lo) / (k[1] - k[0]))
+        rows_out.append(dict(what=label, local_s=float(np.median(local)), dask_s=float(np.median(remote))))
+
+    # Kernel level: one shard's gradient (half the data) timed inside a worker.
+    import fastgd._solver as S
+    from fastgd import _contract as C
+    from fastgd._backends import get_backend
+
+    backend = get_backend("auto").name
+
+    def kernel_time(dask_worker=None):
+        half = Xl.shape[0] // 2
+        prob = S.Problem(X=np.ascontiguousarray(Xl[:half]), y=yl[:half, None].copy(), sw=np.ones(half),
+                         train_idx=np.arange(half))
+        codes = np.zeros(C.N_CODES, dtype=np.int64)
+        coef = np.zeros((p + 1, 1))
+        _shard_gradient(prob, coef, codes, backend, 0.5)
+        tic = time.perf_counter()
+        for _ in range(5):
+            _shard_gradient(prob, coef, codes, backend, 0.5)
+        return (time.perf_counter() - tic) / 5
+
+    on_worker = client.submit(kernel_time, pure=False).result()
+    rows_out.append(dict(what="kernel: one shard's gradient (n/2 rows) on a worker, 1 thread", local_s=None,
+                         dask_s=float(on_worker)))
+    return dict(n=n, p=p, rows_per_block=rows, backend=backend, rows=rows_out)
+
+
+# --- 2. driver memory on a big array ------------------------------------------------------------
+def driver_memory(client, da, gb, p=100):
+    from fastgd import LinearRegression
+
+    n = int(gb * 1e9 / (8 * p))
+    rows = max(1, n // 16)
+    X, y = generated_regression(da, n, p, rows, seed=1)
+    with PeakRSS() as mem:
+        t, reg = timed(lambda: LinearRegression(optimizer="sgd", learning_rate=0.1, max_iter=5, tol=None).fit(X, y))
+    return dict(array_gb=n * p * 8 / 1e9, n=n, p=p, blocks=16, fit_s=t, client_rss_before_mb=mem.start,
+                client_rss_peak_mb=mem.peak, client_growth_mb=mem.peak - mem.start, n_iter=reg.n_iter_,
+                final_loss=reg.loss_curve_[-1])
+
+
+# --- 3. time to 1e-3 relative sub-optimality ---------------------------------------------------
+def objective(X, y, coef, intercept, alpha):
+    z = X @ coef + intercept
+    loss = np.mean(np.logaddexp(0.0, z) - y * z)
+    return float(loss + 0.5 * alpha * coef @ coef)
+
+
+def time_to_target(client, da, n, p, rows, target=1e-3, max_doublings=9):
+    from sklearn.linear_model import LogisticRegression as SkLogistic
+
+    from fastgd import LogisticRegression
+
+    X, y = generated_classification(da, n, p, rows)
+    X, y = client.persist([X, y])
+    Xl, yl = client.compute([X, y], sync=True)  # for the reference optimum and the objective only
+    alpha = 1e-4
+    C = 1.0 / (alpha * n)  # dask-ml / scikit-learn: C * sum(loss) + ||w||^2 / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = SkLogistic(C=C, tol=1e-12, max_iter=10000).fit(Xl, yl)
+    fstar = objective(Xl, yl, ref.coef_[0], ref.intercept_[0], alpha)
+
+    def fastgd_fit(k, optimizer, lr):
+        clf = LogisticRegression(optimizer=optimizer, learning_rate=lr, alpha=alpha, max_iter=k, tol=None)
+        return clf.fit(X, y)
+
+    def daskml_fit(k, solver):
+        from dask_ml.linear_model import LogisticRegression as DmlLogistic
+
+        kw = dict(penalty="l2", C=C, solver=solver, max_iter=k)
+        return DmlLogistic(**kw).fit(X, y)
+
+    methods = {
+        "fastgd full-batch Nesterov (lr 1.0)": lambda k: fastgd_fit(k, "nesterov", 1.0),
+        "fastgd full-batch SGD (lr 4.0)": lambda k: fastgd_fit(k, "sgd", 4.0),
+        "dask-ml lbfgs": lambda k: daskml_fit(k, "lbfgs"),
+        "dask-ml admm": lambda k: daskml_fit(k, "admm"),
+        "dask-ml gradient_descent": lambda k: daskml_fit(k, "gradient_descent"),
+    }
+    results = []
+    for name, run in methods.items():
+        reached = None
+        for d in range(max_doublings + 1):
+            k = 2**d
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t, model = timed(lambda: run(k))
+            coef = np.asarray(model.coef_).ravel()
+            gap = objective(Xl, yl, coef, float(np.ravel(model.intercept_)[0]), alpha) / fstar - 1
+            if gap <= target:
+                reached = dict(method=name, max_iter=k, seconds=t, rel_gap=gap)
+                break
+        results.append(reached or dict(method=name, max_iter=None, seconds=None, rel_gap=gap))
+    return dict(n=n, p=p, rows_per_block=rows, alpha=alpha, fstar=fstar, target=target, results=results)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    ap.add_argument("--big-gb", type=float, default=4.0, help="size of the generated array of section 2")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args(argv)
+
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    scale = 0.05 if args.quick else 1.0
+    free = available_mb()
+    big_gb = args.big_gb if not args.quick else 0.2
+    note = ""
+    # The workers hold the array once plus one block while concatenating their shards; keep
+    # a margin for the other users of the machine.
+    if 2.6 * big_gb * 1e3 > free:
+        big_gb_new = round(free / 2.6 / 1e3, 1)
+        note = f"sized down from {big_gb} GB: {free / 1e3:.1f} GB of memory available"
+        big_gb = big_gb_new
+    report = dict(when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.machine(),
+                  cpus=os.cpu_count(), python=platform.python_version(),
+                  load_average=os.getloadavg(), memory_available_gb=free / 1e3)
+    with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0",
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        report["iteration"] = per_iteration(client, da, int(400_000 * scale), 50, int(50_000 * scale), 3)
+        print(json.dumps(report["iteration"], indent=1), flush=True)
+        report["driver_memory"] = dict(driver_memory(client, da, big_gb), note=note)
+        print(json.dumps(report["driver_memory"], indent=1), flush=True)
+        report["time_to_target"] = time_to_target(client, da, int(400_000 * scale), 40, int(50_000 * scale))
+        print(json.dumps(report["time_to_target"], indent=1), flush=True)
+    report["load_average_after"] = os.getloadavg()
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "dask_compare.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(args.out, "dask_compare.md"), "w") as f:
+        f.write(markdown(report))
+    print(markdown(report))
+
+
+def markdown(r):
+    it = r["iteration"]
+    lines = [f"fastgd on Dask, LocalCluster of 2 worker processes x 1 thread, {r['when']}, "
+             f"load average {r['load_average'][0]:.1f} on {r['cpus']} cores (a shared machine: figures under load).", "",
+             f"**Iteration and epoch times**, dense {it['n']:,} x {it['p']} float64 in blocks of {it['rows_per_block']:,} "
+             f"rows ({it['backend']} kernels):", "",
+             "| unit | local fit (s) | Dask fit (s) | Dask / local |", "|---|---|---|---|"]
+    for row in it["rows"]:
+        if row["local_s"] is None:
+            lines.append(f"| {row['what']} | | {row['dask_s']:.4f} | |")
+        else:
+            lines.append(f"| {row['what']} | {row['local_s']:.4f} | {row['dask_s']:.4f} | "
+                         f"{row['dask_s'] / row['local_s']:.2f} |")
+    m = r["driver_memory"]
+    lines += ["", f"**Driver memory**: a {m['array_gb']:.2f} GB array ({m['n']:,} x {m['p']}, {m['blocks']} blocks) "
+              f"generated on the workers, {m['n_iter']} full-batch iterations in {m['fit_s']:.1f} s: the client process "
+              f"grew by {m['client_growth_mb']:.0f} MB (resident {m['client_rss_before_mb']:.0f} -> "
+              f"{m['client_rss_peak_mb']:.0f} MB). {m['note']}", ""]
+    t = r["time_to_target"]
+    lines += [f"**Time to {t['target']:g} relative sub-optimality**, L2-logistic (alpha {t['alpha']:g}), dense "
+              f"{t['n']:,} x {t['p']} in blocks of {t['rows_per_block']:,} rows (max_iter doubled until reached):", "",
+              "| method | max_iter | seconds | relative gap |", "|---|---|---|---|"]
+    for row in t["results"]:
+        if row["seconds"] is None:
+            lines.append(f"| {row['method']} | not reached | | {row['rel_gap']:.2e} |")
+        else:
+            lines.append(f"| {row['method']} | {row['max_iter']} | {row['seconds']:.2f} | {row['rel_gap']:.2e} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
