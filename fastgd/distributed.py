@@ -203,7 +203,7 @@ class _ClusterShards:
         self.futures = []
 
     def build(self, scale, block_rows):
-        workers = sorted(self.client.scheduler_info()["workers"])
+        workers = sorted(self.client.nthreads())
         groups = _contiguous_runs(block_rows, min(len(workers), len(block_rows)))
         holders = self.client.who_has(self._blocks)
         self.futures, taken = [], set()
@@ -343,7 +343,9 @@ class ShardedProblem:
         return None
 
     def full_gradient(self, backend, coef, codes):
-        """Mean weighted gradient over all shards (a fixed-order sum of the shards' shares)."""
+        """Mean weighted gradient over all shards (a fixed-order sum of the shards' shares), and
+        the weighted loss sum. The workers run ``backend_name``'s kernels (``backend`` is the
+        client's, unused)."""
         parts = [self.shards.submit(_shard_gradient, i, coef, codes, self.backend_name, n_i / self.n)
                  for i, n_i in enumerate(self.shards.sizes)]
         total = self.shards.total(parts)
@@ -518,10 +520,6 @@ def fit(estimator, X, y, sample_weight=None, *, sync=None, incremental=False):
         _check_feature_names(estimator, X._meta, reset=True)  # the (empty) pandas frame of its columns
     elif hasattr(estimator, "feature_names_in_"):
         del estimator.feature_names_in_
-    if not np.issubdtype(Xd.dtype, np.number) and Xd.dtype != np.bool_ and Xd.dtype != object:
-        # the workers would raise this too, block by block; say it before any work
-        raise ValueError(f"dtype='numeric' is not compatible with arrays of bytes/strings (X has dtype {Xd.dtype}); "
-                         "convert your data to numeric values explicitly instead.")
     dtype = np.dtype(np.float32) if Xd.dtype == np.float32 else np.dtype(np.float64)
     if n < 1 or p < 1:
         raise ValueError(f"Found array with {n} sample(s) and {p} feature(s) while a minimum of 1 is required.")

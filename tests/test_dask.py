@@ -141,6 +141,18 @@ def test_full_batch_converges_to_least_squares(client):
     np.testing.assert_allclose(np.append(reg.coef_, reg.intercept_), exact, rtol=1e-8)
 
 
+def test_csr_blocks_follow_the_local_sparse_trajectory(client):
+    sp = pytest.importorskip("scipy.sparse")
+    X, y = classification(classes=3)
+    X[X < 0.3] = 0.0
+    dX = chunked(X).map_blocks(sp.csr_matrix, dtype=X.dtype, meta=sp.csr_matrix((0, X.shape[1])))
+    kw = dict(optimizer="adagrad", learning_rate=0.2, penalty="l1", alpha=0.01, max_iter=15, tol=None)
+    local = LogisticRegression(**kw).fit(sp.csr_matrix(X), y)
+    remote = LogisticRegression(**kw).fit(dX, chunked(y))
+    assert_same_fit(local, remote)
+    np.testing.assert_allclose(remote.predict_proba(dX).compute(), local.predict_proba(X), rtol=RTOL)
+
+
 def test_dask_dataframe_input_records_feature_names(client):
     dd = pytest.importorskip("dask.dataframe")
     pd = pytest.importorskip("pandas")
@@ -289,9 +301,8 @@ def test_non_numeric_features_and_labels_give_the_local_errors(client):
     Xs[5, 1] = "five"
     local, remote = local_and_dask_errors(LinearRegression, Xs, y)
     assert local == remote and "five" in remote
-    Xb = np.array([[b"a", b"b"]] * len(y))
-    with pytest.raises(ValueError, match="numeric"):
-        LinearRegression().fit(chunked(Xb), chunked(y))
+    local, remote = local_and_dask_errors(LinearRegression, np.array([[b"a", b"b"]] * len(y)), y)
+    assert local == remote and "could not convert" in remote
     local, remote = local_and_dask_errors(LogisticRegression, X, y)  # continuous labels
     assert local == remote and "Unknown label type" in remote
     local, remote = local_and_dask_errors(LogisticRegression, X, np.zeros(len(y)))
