@@ -200,16 +200,18 @@ def time_to_target(client, da, n, p, rows, target=1e-3, max_doublings=9):
         "dask-ml gradient_descent": lambda k: daskml_fit(k, "gradient_descent"),
     }
     averaging = []
-    for kw in (dict(optimizer="adam", learning_rate=1e-3, batch_size=256), dict(optimizer="sgd", learning_rate=0.01, batch_size=1)):
-        row = dict(kw)
+    # sync: about 8 rounds a pass over a shard of n/2 rows
+    for kw, sync_steps in ((dict(optimizer="adam", learning_rate=1e-3, batch_size=256), max(1, n // 4096)),
+                           (dict(optimizer="sgd", learning_rate=0.01, batch_size=1), max(1, n // 16))):
+        row = dict(kw, sync=sync_steps)
         local = LogisticRegression(alpha=alpha, max_iter=3, tol=None, random_state=0, **kw).fit(Xl, yl)
         row["local_gap"] = objective(Xl, yl, local.coef_[0], local.intercept_[0], alpha) / fstar - 1
         from fastgd.distributed import fit as dask_fit
 
-        for sync in (None, 100):
+        for key, sync in (("dask_gap_per_epoch", None), ("dask_gap_sync", sync_steps)):
             remote = dask_fit(LogisticRegression(alpha=alpha, max_iter=3, tol=None, random_state=0, **kw), X, y,
                               sync=sync)
-            row[f"dask_gap_sync_{sync}"] = objective(Xl, yl, remote.coef_[0], remote.intercept_[0], alpha) / fstar - 1
+            row[key] = objective(Xl, yl, remote.coef_[0], remote.intercept_[0], alpha) / fstar - 1
         averaging.append(row)
         print(row, flush=True)
     results = []
@@ -272,11 +274,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--big-gb", type=float, default=4.0, help="size of the generated array of section 2")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--hashed-only", action="store_true", help="only section 4 (no cluster)")
+    ap.add_argument("--sections", default="iteration,driver_memory,time_to_target,hashed_block",
+                    help="comma-separated subset of the sections to run")
     args = ap.parse_args(argv)
-    if args.hashed_only:
-        print(json.dumps(hashed_block_speed(n=20_000 if args.quick else 200_000), indent=1))
-        return
+    sections = set(args.sections.split(","))
 
     import dask.array as da
     from distributed import Client, LocalCluster
@@ -296,14 +297,18 @@ def main(argv=None):
                   load_average=os.getloadavg(), memory_available_gb=free / 1e3)
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster) as client:
-        report["iteration"] = per_iteration(client, da, int(400_000 * scale), 50, int(50_000 * scale))
-        print(json.dumps(report["iteration"], indent=1), flush=True)
-        report["driver_memory"] = dict(driver_memory(client, da, big_gb), note=note)
-        print(json.dumps(report["driver_memory"], indent=1), flush=True)
-        report["time_to_target"] = time_to_target(client, da, int(400_000 * scale), 40, int(50_000 * scale))
-        print(json.dumps(report["time_to_target"], indent=1), flush=True)
-    report["hashed_block"] = hashed_block_speed(n=int(200_000 * scale))
-    print(json.dumps(report["hashed_block"], indent=1), flush=True)
+        if "iteration" in sections:
+            report["iteration"] = per_iteration(client, da, int(400_000 * scale), 50, int(50_000 * scale))
+            print(json.dumps(report["iteration"], indent=1), flush=True)
+        if "driver_memory" in sections:
+            report["driver_memory"] = dict(driver_memory(client, da, big_gb), note=note)
+            print(json.dumps(report["driver_memory"], indent=1), flush=True)
+        if "time_to_target" in sections:
+            report["time_to_target"] = time_to_target(client, da, int(400_000 * scale), 40, int(50_000 * scale))
+            print(json.dumps(report["time_to_target"], indent=1), flush=True)
+    if "hashed_block" in sections:
+        report["hashed_block"] = hashed_block_speed(n=int(200_000 * scale))
+        print(json.dumps(report["hashed_block"], indent=1), flush=True)
     report["load_average_after"] = os.getloadavg()
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "dask_compare.json"), "w") as f:
@@ -314,12 +319,32 @@ def main(argv=None):
 
 
 def markdown(r):
-    it = r["iteration"]
     lines = [f"fastgd on Dask, LocalCluster of 2 worker processes x 1 thread, {r['when']}, "
-             f"load average {r['load_average'][0]:.1f} on {r['cpus']} cores (a shared machine: figures under load).", "",
-             f"**Iteration and epoch times**, dense {it['n']:,} x {it['p']} float64 in blocks of {it['rows_per_block']:,} "
-             f"rows ({it['backend']} kernels):", "",
-             "| unit (median wall time, from the driver's verbose timing) | local fit (s) | Dask fit (s) | Dask / local |", "|---|---|---|---|"]
+             f"load average {r['load_average'][0]:.1f} on {r['cpus']} cores (a shared machine: figures under load).", ""]
+    if "iteration" in r:
+        lines += _markdown_iteration(r["iteration"])
+    if "driver_memory" in r:
+        m = r["driver_memory"]
+        lines += ["", f"**Driver memory**: a {m['array_gb']:.2f} GB array ({m['n']:,} x {m['p']}, {m['blocks']} blocks) "
+                  f"generated on the workers, {m['n_iter']} full-batch iterations in {m['fit_s']:.1f} s: the client "
+                  f"process grew by {m['client_growth_mb']:.0f} MB (resident {m['client_rss_before_mb']:.0f} -> "
+                  f"{m['client_rss_peak_mb']:.0f} MB). {m['note']}", ""]
+    if "time_to_target" in r:
+        lines += _markdown_target(r["time_to_target"])
+    if "hashed_block" in r:
+        h = r["hashed_block"]
+        lines += ["", f"**One hashed-feature block** ({h['n']:,} rows x {h['p']:,} features, {h['nnz_per_row']} nonzeros "
+                  f"a row, CSR, {h['backend']} kernels, one process): per-sample SGD epoch {h['sgd_epoch_s']:.3f} s "
+                  f"({h['sgd_rows_per_s'] / 1e6:.2f} M rows/s); full gradient {h['gradient_s']:.3f} s "
+                  f"({h['gradient_rows_per_s'] / 1e6:.2f} M rows/s)."]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_iteration(it):
+    lines = [f"**Iteration and epoch times**, dense {it['n']:,} x {it['p']} float64 in blocks of "
+             f"{it['rows_per_block']:,} rows ({it['backend']} kernels):", "",
+             "| unit (median wall time, from the driver's verbose timing) | local fit (s) | Dask fit (s) | Dask / local |",
+             "|---|---|---|---|"]
     for row in it["rows"]:
         if row["local_s"] is None:
             lines.append(f"| {row['what']} | | {row['dask_s']:.4f} | |")
@@ -329,33 +354,26 @@ def markdown(r):
     full, kernel = it["rows"][0]["dask_s"], it["rows"][-1]["dask_s"]
     lines += ["", f"Per-iteration round trip (a Dask full-batch iteration minus one shard's kernel time): "
               f"{full - kernel:.4f} s, {100 * (full - kernel) / full:.0f} % of the iteration."]
-    m = r["driver_memory"]
-    lines += ["", f"**Driver memory**: a {m['array_gb']:.2f} GB array ({m['n']:,} x {m['p']}, {m['blocks']} blocks) "
-              f"generated on the workers, {m['n_iter']} full-batch iterations in {m['fit_s']:.1f} s: the client process "
-              f"grew by {m['client_growth_mb']:.0f} MB (resident {m['client_rss_before_mb']:.0f} -> "
-              f"{m['client_rss_peak_mb']:.0f} MB). {m['note']}", ""]
-    t = r["time_to_target"]
-    lines += [f"**Time to {t['target']:g} relative sub-optimality**, L2-logistic (alpha {t['alpha']:g}), dense "
-              f"{t['n']:,} x {t['p']} in blocks of {t['rows_per_block']:,} rows (max_iter doubled until reached):", "",
-              "| method | max_iter | seconds | relative gap |", "|---|---|---|---|"]
+    return lines
+
+
+def _markdown_target(t):
+    lines = [f"**Time to {t['target']:g} relative sub-optimality**, L2-logistic (alpha {t['alpha']:g}), dense "
+             f"{t['n']:,} x {t['p']} in blocks of {t['rows_per_block']:,} rows (max_iter doubled until reached):", "",
+             "| method | max_iter | seconds | relative gap |", "|---|---|---|---|"]
     for row in t["results"]:
         if row["seconds"] is None:
             lines.append(f"| {row['method']} | not reached | | {row['rel_gap']:.2e} |")
         else:
             lines.append(f"| {row['method']} | {row['max_iter']} | {row['seconds']:.2f} | {row['rel_gap']:.2e} |")
     lines += ["", "**Averaging (parameter mixing) vs a local fit**, same data, 3 epochs, relative gap to the optimum "
-              "(f - f*) / f*:", "", "| optimizer, batch | local fit | Dask, average once per epoch | Dask, sync=100 steps |",
+              "(f - f*) / f*:", "",
+              "| optimizer, batch | local fit | Dask, average once per epoch | Dask, average every `sync` steps |",
               "|---|---|---|---|"]
     for a in t["averaging"]:
         lines.append(f"| {a['optimizer']} lr {a['learning_rate']:g}, batch {a['batch_size']} | {a['local_gap']:.2e} | "
-                     f"{a['dask_gap_sync_None']:.2e} | {a['dask_gap_sync_100']:.2e} |")
-    h = r["hashed_block"]
-    lines += ["", f"**One hashed-feature block** ({h['n']:,} rows x {h['p']:,} features, {h['nnz_per_row']} nonzeros a "
-              f"row, CSR, {h['backend']} kernels, one process): per-sample SGD epoch {h['sgd_epoch_s']:.3f} s "
-              f"({h['sgd_rows_per_s'] / 1e6:.2f} M rows/s); full gradient {h['gradient_s']:.3f} s "
-              f"({h['gradient_rows_per_s'] / 1e6:.2f} M rows/s)."]
-    return "\n".join(lines) + "\n"
-
+                     f"{a['dask_gap_per_epoch']:.2e} | {a['dask_gap_sync']:.2e} (sync={a['sync']}) |")
+    return lines
 
 if __name__ == "__main__":
     main()
