@@ -455,6 +455,10 @@ def _target_metadata(estimator, y, dtype, p):
         if y.ndim != 1:
             raise ValueError(f"y should be a 1d array, got a Dask array of shape {y.shape} instead.")
         classes, counts = da.compute(*da.unique(y, return_counts=True))
+        if classes.dtype.kind in "fc":  # NaN / inf labels: the local fit's message, before the label checks
+            from sklearn.utils.validation import _assert_all_finite
+
+            _assert_all_finite(classes, input_name="y", estimator_name=type(estimator).__name__)
         probe_y = classes
         if getattr(estimator, "class_weight", None) == "balanced":
             weights = y.shape[0] / (len(classes) * counts.astype(np.float64))

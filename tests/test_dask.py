@@ -293,6 +293,10 @@ def test_nan_and_inf_give_the_local_errors(client):
     yn[200] = np.inf
     assert len(set(local_and_dask_errors(LinearRegression, X, yn))) == 1
     assert len(set(local_and_dask_errors(LinearRegression, X, y, sample_weight=-np.ones(len(y))))) == 1
+    labels = (y > 0).astype(float)
+    labels[7] = np.nan
+    local, remote = local_and_dask_errors(LogisticRegression, X, labels)
+    assert local == remote and "NaN" in remote
 
 
 def test_non_numeric_features_and_labels_give_the_local_errors(client):
