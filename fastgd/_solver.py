@@ -137,6 +137,22 @@ class Problem:
         return (np.zeros((C.N_CHUNKS, p1, K), dtype=coef.dtype),
                 np.zeros((C.N_CHUNKS, C.WORK_ROWS, K), dtype=coef.dtype), np.zeros(C.N_CHUNKS))
 
+    def full_gradient(self, backend, coef, codes):
+        """Mean weighted gradient of the loss over the training samples at ``coef``, and the
+        weighted loss sum (penalty terms are the caller's)."""
+        X = self.X[self.train_idx] if len(self.train_idx) != self.X.shape[0] else self.X
+        y = self.y[self.train_idx]
+        sw = self.sw[self.train_idx]
+        grad = np.zeros_like(coef)
+        work = np.zeros((C.WORK_ROWS, coef.shape[1]), dtype=coef.dtype)
+        if sp.issparse(X) or not hasattr(backend, "full_gradient_dense"):
+            from fastgd._backends import _reference
+
+            loss_sum = _reference.full_gradient(X, y, sw, coef, codes, grad, work)
+        else:
+            loss_sum = backend.full_gradient_dense(np.ascontiguousarray(X), y, sw, coef, codes, grad, work)
+        return grad, loss_sum
+
     def epoch(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers=None,
               chunked_buffers=None):
         if chunked_buffers is not None:
@@ -225,17 +241,7 @@ class OutputThreads:
 
 def gradient_norm(backend, problem, coef, codes, hp):
     """Norm of the minimal-norm (sub)gradient of the training objective at ``coef``."""
-    X = problem.X[problem.train_idx] if len(problem.train_idx) != problem.X.shape[0] else problem.X
-    y = problem.y[problem.train_idx]
-    sw = problem.sw[problem.train_idx]
-    grad = np.zeros_like(coef)
-    work = np.zeros((C.WORK_ROWS, coef.shape[1]), dtype=coef.dtype)
-    if sp.issparse(X) or not hasattr(backend, "full_gradient_dense"):
-        from fastgd._backends import _reference
-
-        _reference.full_gradient(X, y, sw, coef, codes, grad, work)
-    else:
-        backend.full_gradient_dense(np.ascontiguousarray(X), y, sw, coef, codes, grad, work)
+    grad, _ = problem.full_gradient(backend, coef, codes)
     g = grad.astype(np.float64)
     w = coef[:-1].astype(np.float64)
     g[:-1] += hp[C.H_L2] * w

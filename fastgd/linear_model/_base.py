@@ -11,6 +11,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, chec
 
 from fastgd import _contract as C
 from fastgd import _solver, _step_size
+from fastgd import distributed as _distributed
 from fastgd._backends import get_backend
 from fastgd.callbacks import TrainingMonitor
 from fastgd.exceptions import DivergenceError
@@ -229,6 +230,8 @@ class BaseGD(BaseEstimator):
             raise
 
     def _fit_unguarded(self, X, y, sample_weight, incremental, classes):
+        if _distributed.is_dask_collection(X, y, sample_weight):  # train where the blocks are
+            return _distributed.fit(self, X, y, sample_weight, incremental=incremental)
         fitted = hasattr(self, "_train_state")
         first = not (incremental and fitted)
         X, y = self._validate_X_y(X, y, first)

@@ -7,6 +7,7 @@ from sklearn.base import MultiOutputMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from fastgd import _contract as C
+from fastgd import distributed as _distributed
 from fastgd.linear_model._base import BaseGD
 
 
@@ -250,6 +251,8 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
 
     def predict(self, X):
         """Predicted targets, shape (n_samples,) or (n_samples, n_targets)."""
+        if _distributed.is_dask_collection(X):  # a lazy result, computed block-wise
+            return _distributed.predict_blockwise(self, "predict", X)
         z = self._margins(X)
         return z[:, 0] if self._y_1d else z
 

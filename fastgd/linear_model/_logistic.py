@@ -9,6 +9,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 from fastgd import _contract as C
+from fastgd import distributed as _distributed
 from fastgd.linear_model._base import BaseGD
 
 
@@ -230,11 +231,15 @@ class LogisticRegression(ClassifierMixin, BaseGD):
 
     def decision_function(self, X):
         """Margins: shape (n_samples,) for two classes, (n_samples, n_classes) otherwise."""
+        if _distributed.is_dask_collection(X):  # a lazy result, computed block-wise
+            return _distributed.predict_blockwise(self, "decision_function", X)
         z = self._margins(X)
         return z[:, 0] if z.shape[1] == 1 else z
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes), in the order of ``classes_``."""
+        if _distributed.is_dask_collection(X):  # a lazy result, computed block-wise
+            return _distributed.predict_blockwise(self, "predict_proba", X)
         z = self._margins(X)
         if z.shape[1] == 1:
             p1 = expit(z[:, 0])
@@ -243,6 +248,8 @@ class LogisticRegression(ClassifierMixin, BaseGD):
 
     def predict_log_proba(self, X):
         """Log class probabilities, computed stably."""
+        if _distributed.is_dask_collection(X):  # a lazy result, computed block-wise
+            return _distributed.predict_blockwise(self, "predict_log_proba", X)
         z = self._margins(X)
         if z.shape[1] == 1:
             return np.column_stack([log_expit(-z[:, 0]), log_expit(z[:, 0])])
@@ -250,6 +257,8 @@ class LogisticRegression(ClassifierMixin, BaseGD):
 
     def predict(self, X):
         """Predicted class labels."""
+        if _distributed.is_dask_collection(X):  # a lazy result, computed block-wise
+            return _distributed.predict_blockwise(self, "predict", X)
         z = self._margins(X)
         idx = (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
         return self.classes_[idx]
