@@ -373,6 +373,12 @@ def _anneal_on_plateau(ts, s, hp):
     return True
 
 
+def _non_monotone(settings):
+    """True for optimizers with a momentum term, whose loss may rise between epochs at a
+    step that converges."""
+    return _has_velocity(settings) or settings.codes[C.C_OPTIMIZER] == C.OPT_ADAM
+
+
 def _has_velocity(settings):
     """True for SGD with (Nesterov) momentum, whose state is a velocity."""
     return settings.codes[C.C_OPTIMIZER] == C.OPT_SGD and settings.hp[C.H_MOMENTUM] > 0
@@ -600,6 +606,7 @@ def finish(ts, settings, converged, max_iter, estimator_name, objective=None):
     """
     s = settings
     observed, advice = [], []
+    restored = False
     if not _has_stopping_test(s):
         if s.validation_score is not None and ts.best_coef is not None:
             ts.coef[...] = ts.best_coef
@@ -612,11 +619,15 @@ def finish(ts, settings, converged, max_iter, estimator_name, objective=None):
                 and _rose(objective(ts.coef), ts.best_epoch_loss, s.rise_rtol))):
         ts.coef[...] = ts.best_epoch_params[0]
         ts.opt_state[...] = ts.best_epoch_params[1]
+        restored = True
         if not s.backtrack:  # backtracking has recorded its own restores
             observed.append(f"training ended above its best loss ({ts.best_epoch_loss:.6g}, epoch "
                             f"{ts.best_epoch}; last epoch {ts.loss_curve[-1]:.6g}); the parameters "
                             "of that best epoch were restored")
-    if ts.rises and not s.backtrack:
+    # Momentum methods (and Adam's first moment) do not decrease the loss monotonically even at
+    # a good step: their rises are news only when training also failed to end at its best.
+    expected_rises = _non_monotone(s) and converged and not restored
+    if ts.rises and not s.backtrack and not expected_rises:
         first = ts.rises[0]
         observed.append(f"the training loss rose above its best in {len(ts.rises)} of {ts.n_iter} "
                         f"epochs (first in epoch {first}: {ts.loss_curve[first - 2]:.4g} -> "
