@@ -63,13 +63,12 @@ def _demo(args):
 
 
 def _write_gallery(out_dir):
-    """Run the gallery (the ``plot_*.py`` scripts of the source tree's ``examples/``), each
-    writing its PNG into ``out_dir``."""
+    """Run the gallery (the ``plot_*.py`` scripts of ``examples/``, installed as
+    ``fastgd.examples``), each writing its PNG into ``out_dir``."""
     import glob
     import os
     import runpy
 
-    import fastgd
     from fastgd.plot import _pyplot
 
     try:
@@ -77,12 +76,18 @@ def _write_gallery(out_dir):
     except ImportError as exc:
         print(exc, file=sys.stderr)
         return 1
-    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__))), "examples")
+    try:
+        import fastgd.examples as gallery
+
+        examples = os.path.dirname(os.path.abspath(gallery.__file__))
+    except ImportError:  # a source checkout used without installing it
+        import fastgd
+
+        examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(fastgd.__file__))), "examples")
     scripts = sorted(glob.glob(os.path.join(examples, "plot_*.py")))
     if not scripts:
-        print(f"--plot runs the gallery scripts of the source tree's examples/ folder, and there is none next to "
-              f"this installation of fastgd ({examples}): run it from a checkout of the source "
-              "(pip install -e .), or run the scripts of examples/ directly.", file=sys.stderr)
+        print(f"--plot runs the gallery scripts of examples/, and there are none in {examples}: reinstall "
+              "fastgd (pip install .) or run the scripts of the source tree's examples/ directly.", file=sys.stderr)
         return 1
     os.makedirs(out_dir, exist_ok=True)
     print(f"\ngallery: {len(scripts)} pictures into {out_dir}")
