@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 
 from fastgd import _contract as C
+from fastgd._backends import _fork_safety
 from fastgd.exceptions import DivergenceError
 from fastgd.losses import penalty_value
 from fastgd.schedules import ReduceLROnPlateau
@@ -72,10 +73,11 @@ class Problem:
     def chunked_buffers(self, backend, batch_size, coef):
         """Scratch of the multi-core dense epoch, or None when the serial kernel is used."""
         p1, K = coef.shape
-        if sp.issparse(self.X) or not hasattr(backend, "epoch_dense_chunked"):
+        if sp.issparse(self.X) or not _multicore_kernel(backend, "epoch_dense_chunked"):
             return None
         if min(batch_size, len(self.train_idx)) * (p1 - 1) * K < C.CHUNKED_MIN_WORK:
             return None
+        _fork_safety.note_multicore_run()
         return (np.zeros((C.N_CHUNKS, p1, K), dtype=coef.dtype),
                 np.zeros((C.N_CHUNKS, C.WORK_ROWS, K), dtype=coef.dtype), np.zeros(C.N_CHUNKS))
 
@@ -160,6 +162,12 @@ class OutputThreads:
         self.pool.shutdown()
 
 
+def _multicore_kernel(backend, kernel):
+    """Whether ``backend`` has the multi-core ``kernel`` and may run it in this process (see
+    :mod:`fastgd._backends._fork_safety`)."""
+    return hasattr(backend, kernel) and _fork_safety.multicore_allowed(backend.name)
+
+
 def gradient_norm(backend, problem, coef, codes, hp):
     """Norm of the minimal-norm (sub)gradient of the training objective at ``coef``."""
     X = problem.X[problem.train_idx] if len(problem.train_idx) != problem.X.shape[0] else problem.X
@@ -167,11 +175,12 @@ def gradient_norm(backend, problem, coef, codes, hp):
     sw = problem.sw[problem.train_idx]
     grad = np.zeros_like(coef)
     work = np.zeros((C.WORK_ROWS, coef.shape[1]), dtype=coef.dtype)
-    if sp.issparse(X) or not hasattr(backend, "full_gradient_dense"):
+    if sp.issparse(X) or not _multicore_kernel(backend, "full_gradient_dense"):
         from fastgd._backends import _reference
 
         _reference.full_gradient(X, y, sw, coef, codes, grad, work)
     else:
+        _fork_safety.note_multicore_run()
         backend.full_gradient_dense(np.ascontiguousarray(X), y, sw, coef, codes, grad, work)
     g = grad.astype(np.float64)
     w = coef[:-1].astype(np.float64)
