@@ -7,6 +7,7 @@ of the epoch loss (``tol`` with ``n_iter_no_change`` patience), the gradient nor
 (``grad_tol``), and early stopping on held-out data.
 """
 
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,8 +41,10 @@ class TrainState:
     plateau: list = field(default_factory=lambda: [np.inf, 0, 1.0])  # best, bad epochs, scale
 
     def copy(self):
+        """An independent copy: training the copy leaves this state (its random generator
+        included) as it was, which is what makes a failed ``partial_fit`` roll back."""
         return TrainState(
-            coef=self.coef.copy(), opt_state=self.opt_state.copy(), rng=self.rng,
+            coef=self.coef.copy(), opt_state=self.opt_state.copy(), rng=copy.deepcopy(self.rng),
             t=self.t.copy(), n_iter=self.n_iter, loss_curve=list(self.loss_curve),
             validation_scores=list(self.validation_scores), best_loss=self.best_loss,
             best_score=self.best_score,
@@ -194,6 +197,42 @@ def gradient_norm(backend, problem, coef, codes, hp):
     return float(np.sqrt(np.sum(g * g)))
 
 
+class EpochStart:
+    """What an epoch may change, as it was when the epoch started: restored when the epoch
+    ends non-finite, so the estimator keeps its last finite epoch. A full copy of the
+    parameters and optimizer state (O(n_params) per epoch, next to an epoch's O(n_samples *
+    n_params) work on dense data); the random generator's state is a small dict."""
+
+    def __init__(self, ts):
+        self.coef, self.opt_state, self.t = ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()
+        self.rng_state = ts.rng.bit_generator.state
+
+    def restore(self, ts):
+        ts.coef[...] = self.coef
+        ts.opt_state[...] = self.opt_state
+        ts.t[...] = self.t
+        ts.rng.bit_generator.state = self.rng_state
+
+
+def nonfinite_epoch(status, loss, ts):
+    """None when an epoch ended finite, else what became non-finite and what to do about it.
+
+    The kernels check the data loss and the parameters; the objective (which adds the
+    penalty, in Python) and the optimizer state are checked here, once per epoch: an
+    overflowing penalty or an optimizer state at inf would otherwise go unnoticed (the
+    coefficients of Adam freeze when its second moment is inf)."""
+    if status != C.STATUS_OK:
+        return ("the loss or a parameter became non-finite (inf or NaN). Try a smaller learning_rate, "
+                "gradient clipping (clip_norm), standardised features, or an adaptive optimizer such as 'adam'.")
+    if not np.isfinite(loss):
+        return ("the objective (mean loss plus penalty) overflowed to inf. The penalty alpha * ||w|| is "
+                "too large: use a smaller alpha, or standardised features.")
+    if not np.all(np.isfinite(ts.opt_state)):
+        return ("the optimizer state became non-finite (the squared gradients overflowed). Use "
+                "standardised features, gradient clipping (clip_norm), or float64 input.")
+    return None
+
+
 def _stop_on_loss(ts, loss, tol, patience):
     if loss > ts.best_loss - tol:
         ts.no_improvement += 1
@@ -242,28 +281,26 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     n_train = len(problem.train_idx)
     plateau = s.schedule if isinstance(s.schedule, ReduceLROnPlateau) else None
     for _ in range(n_epochs):
+        snapshot = EpochStart(ts)
         order = ts.rng.permutation(problem.train_idx) if shuffle else problem.train_idx
         hp[C.H_EPOCH] = ts.n_iter
         hp[C.H_LR_SCALE] = ts.plateau[2]
-        start_coef, start_state, start_t = ts.coef.copy(), ts.opt_state.copy(), ts.t.copy()
         tic = time.perf_counter()
         if threads is not None:
             status, loss_sum = threads.epoch(backend, order, ts, codes, hp, s.batch_size)
         else:
             status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work,
                                              sparse_buffers, chunked_buffers)
-        if status != C.STATUS_OK:
-            ts.coef[...] = start_coef
-            ts.opt_state[...] = start_state
-            ts.t[...] = start_t
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss = loss_sum / n_train + penalty_value(snapshot.coef, hp[C.H_L2], hp[C.H_L1])
+        problem_found = nonfinite_epoch(status, loss, ts)
+        if problem_found is not None:
+            snapshot.restore(ts)
             raise DivergenceError(
-                f"Training diverged in epoch {ts.n_iter + 1}: the loss or a parameter became "
-                f"non-finite (inf or NaN). Try a smaller learning_rate (it is {hp[C.H_LR]:g}), "
-                "gradient clipping (clip_norm), standardised features, or an adaptive optimizer "
-                f"such as 'adam'. The estimator keeps the parameters after epoch {ts.n_iter}.",
+                f"Training diverged in epoch {ts.n_iter + 1}: {problem_found} The estimator keeps the "
+                f"parameters after epoch {ts.n_iter}.",
                 epoch=ts.n_iter + 1,
             )
-        loss = loss_sum / n_train + penalty_value(start_coef, hp[C.H_L2], hp[C.H_L1])
         ts.loss_curve.append(loss)
         ts.n_iter += 1
         if plateau is not None:

@@ -1,6 +1,8 @@
 """Shared machinery of the gradient-descent estimators: parameters, validation, training."""
 
 import math
+import threading
+import weakref
 from numbers import Integral, Real
 
 import numpy as np
@@ -12,11 +14,26 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, chec
 from fastgd import _contract as C
 from fastgd import _solver
 from fastgd._backends import get_backend
+from fastgd._sparse_validation import check_csr_structure
 from fastgd.exceptions import DivergenceError
 from fastgd.optim import OPTIMIZER_NAMES, Optimizer, get_optimizer
 from fastgd.schedules import SCHEDULE_NAMES, Schedule, get_schedule
 
 _INITS = ("zeros", "random", "xavier")
+
+# One lock per estimator instance, held by fit and partial_fit: an instance is not meant for
+# concurrent training (as in scikit-learn), but two threads calling it at once must leave the
+# state one of the calls produced. Kept outside the instance so that it pickles and clones.
+_TRAINING_LOCKS = weakref.WeakKeyDictionary()
+_TRAINING_LOCKS_GUARD = threading.Lock()
+
+
+def _training_lock(estimator):
+    with _TRAINING_LOCKS_GUARD:
+        lock = _TRAINING_LOCKS.get(estimator)
+        if lock is None:
+            lock = _TRAINING_LOCKS[estimator] = threading.RLock()
+        return lock
 
 
 def make_rng(random_state):
@@ -27,6 +44,15 @@ def make_rng(random_state):
         return np.random.default_rng(int(random_state))
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     return np.random.default_rng(seed)
+
+
+def _optimizer_kind(optimizer):
+    """What the optimizer state means: the optimizer's codes (kind, Nesterov, AMSGrad, ...)
+    and its slot count. Hyper-parameters (betas, eps, momentum value) may change between
+    ``partial_fit`` calls; the kind of state may not."""
+    codes = np.zeros(C.N_CODES, dtype=np.int64)
+    optimizer.encode(codes, np.zeros(C.N_HP))
+    return type(optimizer).__name__, tuple(codes.tolist()), optimizer.n_slots()
 
 
 class BaseGD(BaseEstimator):
@@ -129,33 +155,48 @@ class BaseGD(BaseEstimator):
             self, X, y, reset=first, accept_sparse=accept_sparse, dtype=dtype, order="C",
             multi_output=self._multi_output, y_numeric=self._y_numeric,
         )
+        if sp.issparse(X):
+            check_csr_structure(X)  # before anything (scipy included) indexes with it
         if sp.issparse(X) and not X.has_canonical_format:
             # The kernels need each column at most once per row; sum duplicates in a copy.
             X = X.copy()
             X.sum_duplicates()
         return X, y
 
-    def _sample_weight(self, sample_weight, X, class_sw):
-        sw = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True)
+    def _sample_weight(self, sample_weight, X, class_sw, train_idx):
+        """Sample weights (times class weights) scaled to mean 1 over ``train_idx``, in X's
+        dtype. Scaled by their maximum first, so weights near the top of the float range give
+        the same model as any other constant weights instead of overflowing to zero."""
+        sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True, copy=True)
         if class_sw is not None:
             sw *= class_sw
-        return sw
+        top = float(np.max(sw[train_idx], initial=0.0))
+        if not top > 0:
+            raise ValueError("sample_weight sums to zero over the training samples; give some samples a positive weight.")
+        if not math.isfinite(top):
+            raise ValueError("sample_weight times the class weights overflows to inf; use smaller weights.")
+        sw /= top
+        sw *= len(train_idx) / float(np.sum(sw[train_idx]))
+        return sw.astype(X.dtype, copy=False)
 
     # --- training ------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         """Train, transactionally: if anything but divergence goes wrong (bad input, an
         interrupt), the estimator is restored to exactly what it was before the call.
         Validation writes metadata (``n_features_in_``, ``classes_``, ...) as it goes, so
-        the whole instance dictionary is the unit of rollback."""
-        before = dict(self.__dict__)
-        try:
-            return self._fit_unguarded(X, y, sample_weight, incremental, classes)
-        except DivergenceError:
-            raise  # the estimator deliberately keeps its last finite epoch
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(before)
-            raise
+        the whole instance dictionary is the unit of rollback (its training state is copied,
+        random generator included, before training touches it). Calls on one instance are
+        serialised, so a rollback never undoes another thread's completed call."""
+        with _training_lock(self):
+            before = dict(self.__dict__)
+            try:
+                return self._fit_unguarded(X, y, sample_weight, incremental, classes)
+            except DivergenceError:
+                raise  # the estimator deliberately keeps its last finite epoch
+            except BaseException:
+                self.__dict__.clear()
+                self.__dict__.update(before)
+                raise
 
     def _fit_unguarded(self, X, y, sample_weight, incremental, classes):
         fitted = hasattr(self, "_train_state")
@@ -164,7 +205,11 @@ class BaseGD(BaseEstimator):
         if not first and self._accept_sparse and sp.issparse(X):
             X = X.astype(self._dtype, copy=False)
         y2, class_sw = self._validate_targets(X, y, first, classes)
-        sw = self._sample_weight(sample_weight, X, class_sw)
+        if not np.all(np.isfinite(y2)):
+            raise ValueError(
+                f"y has values beyond the range of {X.dtype} (the dtype of X, which training uses): "
+                f"|y| <= {np.finfo(X.dtype).max:.3g} is needed. Pass X as float64, or rescale y."
+            )
         optimizer = get_optimizer(self.optimizer)
         n, p = X.shape
         K = self._n_outputs
@@ -175,22 +220,28 @@ class BaseGD(BaseEstimator):
                 coef = self._train_state.coef.astype(X.dtype, copy=True)
             else:
                 coef = self._init_coef(p, K, X.dtype, rng)
-            ts = _solver.TrainState(coef=coef, opt_state=optimizer.init_state(coef.shape, X.dtype), rng=rng)
-        else:
-            ts = self._train_state.copy()
-            if ts.opt_state.shape[0] != optimizer.n_slots():
+            with np.errstate(over="ignore"):
+                opt_state = optimizer.init_state(coef.shape, X.dtype)
+            if not np.all(np.isfinite(opt_state)):
                 raise ValueError(
-                    "partial_fit cannot change the optimizer of a model being trained; "
-                    "call fit to start again with the new optimizer."
+                    f"The initial state of {optimizer!r} is not finite in {X.dtype} (the dtype of X); "
+                    "use a smaller initial value or float64 X."
                 )
+            ts = _solver.TrainState(coef=coef, opt_state=opt_state, rng=rng)
+            self._trained_optimizer = optimizer
+        else:
+            if _optimizer_kind(optimizer) != _optimizer_kind(self._trained_optimizer):
+                raise ValueError(
+                    "partial_fit cannot change the kind of optimizer of a model being trained (its state "
+                    f"would be read as another optimizer's): it was trained with {self._trained_optimizer!r}, "
+                    f"the optimizer parameter is now {optimizer!r}. Call fit to start again with the new optimizer."
+                )
+            ts = self._train_state.copy()
 
         train_idx, val_idx = np.arange(n, dtype=np.int64), None
         if self.early_stopping and not incremental:
             train_idx, val_idx = self._split(n, y2, ts.rng)
-        sw_train_sum = float(np.sum(sw[train_idx], dtype=np.float64))
-        if not sw_train_sum > 0:
-            raise ValueError("sample_weight sums to zero over the training samples; give some samples a positive weight.")
-        sw *= X.dtype.type(len(train_idx) / sw_train_sum)
+        sw = self._sample_weight(sample_weight, X, class_sw, train_idx)
         validation_score = None
         if val_idx is not None:
             Xv, yv, swv = X[val_idx], y2[val_idx], sw[val_idx]
@@ -256,6 +307,8 @@ class BaseGD(BaseEstimator):
         check_is_fitted(self)
         accept_sparse = "csr" if self._accept_sparse else False
         X = validate_data(self, X, reset=False, accept_sparse=accept_sparse, dtype=[np.float64, np.float32])
+        if sp.issparse(X):
+            check_csr_structure(X)
         # From the public attributes, as scikit-learn's linear models do: a user who edits
         # coef_ or intercept_ predicts with the edited model.
         W = np.reshape(self.coef_, (-1, X.shape[1])).T

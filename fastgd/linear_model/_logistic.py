@@ -171,8 +171,10 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         -------
         self : LogisticRegression
         """
+        self._validate_params()  # on every call: parameters may have been set since the last
+        if classes is not None and len(np.unique(np.asarray(classes))) < 2:
+            raise ValueError(f"classes must list at least 2 distinct classes; got classes={classes!r}.")
         if not hasattr(self, "_train_state"):
-            self._validate_params()
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
             if self.class_weight == "balanced":
