@@ -55,6 +55,18 @@ def _optimizer_kind(optimizer):
     return type(optimizer).__name__, tuple(codes.tolist()), optimizer.n_slots()
 
 
+def _margins_rescaled(X, W, b):
+    """``X @ W + b`` for rows whose plain product overflowed (finite X and W near the top of
+    the float range): computed on rows and weights scaled into range, then scaled back, so
+    each margin is finite or an infinity of the right sign, never the NaN of ``inf - inf``."""
+    row_scale = np.asarray(abs(X).max(axis=1).todense() if sp.issparse(X) else np.abs(X).max(axis=1)).ravel()
+    row_scale[row_scale == 0] = 1.0
+    w_scale = max(float(np.max(np.abs(W), initial=0.0)), float(np.max(np.abs(b), initial=0.0))) or 1.0
+    Xs = sp.diags(1.0 / row_scale) @ X if sp.issparse(X) else X / row_scale[:, None]
+    z = np.asarray(Xs @ (W / w_scale) + (b / w_scale) / row_scale[:, None])
+    return z * row_scale[:, None] * w_scale
+
+
 class BaseGD(BaseEstimator):
     """Base class of :class:`~fastgd.LinearRegression` and :class:`~fastgd.LogisticRegression`.
 
@@ -169,7 +181,8 @@ class BaseGD(BaseEstimator):
         the same model as any other constant weights instead of overflowing to zero."""
         sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True, copy=True)
         if class_sw is not None:
-            sw *= class_sw
+            with np.errstate(over="ignore"):  # reported just below
+                sw *= class_sw
         top = float(np.max(sw[train_idx], initial=0.0))
         if not top > 0:
             raise ValueError("sample_weight sums to zero over the training samples; give some samples a positive weight.")
@@ -204,7 +217,8 @@ class BaseGD(BaseEstimator):
         X, y = self._validate_X_y(X, y, first)
         if not first and self._accept_sparse and sp.issparse(X):
             X = X.astype(self._dtype, copy=False)
-        y2, class_sw = self._validate_targets(X, y, first, classes)
+        with np.errstate(over="ignore"):  # a target beyond X's dtype is reported just below
+            y2, class_sw = self._validate_targets(X, y, first, classes)
         if not np.all(np.isfinite(y2)):
             raise ValueError(
                 f"y has values beyond the range of {X.dtype} (the dtype of X, which training uses): "
@@ -315,7 +329,12 @@ class BaseGD(BaseEstimator):
         b = np.reshape(self.intercept_, -1)
         if X.dtype != W.dtype:
             X = X.astype(W.dtype)
-        return np.asarray(X @ W + b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = np.asarray(X @ W + b)
+            overflowed = ~np.all(np.isfinite(z), axis=1)
+            if overflowed.any():
+                z[overflowed] = _margins_rescaled(X[overflowed], W, b)
+        return z
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

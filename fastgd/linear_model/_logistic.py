@@ -198,14 +198,19 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         if z.shape[1] == 1:
             p1 = expit(z[:, 0])
             return np.column_stack([1.0 - p1, p1])
-        return softmax(z, axis=1)
+        # Margins may be +-inf (never NaN, see _margins); softmax needs finite ones.
+        top = np.finfo(z.dtype).max
+        with np.errstate(over="ignore"):
+            return softmax(np.clip(z, -top, top), axis=1)
 
     def predict_log_proba(self, X):
         """Log class probabilities, computed stably."""
         z = self._margins(X)
         if z.shape[1] == 1:
             return np.column_stack([log_expit(-z[:, 0]), log_expit(z[:, 0])])
-        return log_softmax(z, axis=1)
+        top = np.finfo(z.dtype).max
+        with np.errstate(over="ignore"):
+            return log_softmax(np.clip(z, -top, top), axis=1)
 
     def predict(self, X):
         """Predicted class labels."""
