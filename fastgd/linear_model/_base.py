@@ -261,7 +261,9 @@ class BaseGD(BaseEstimator):
             Xv, yv, swv = X[val_idx], y2[val_idx], sw[val_idx]
 
             def validation_score(coef):
-                return self._score_margins(np.asarray(Xv @ coef[:-1] + coef[-1]), yv, swv)
+                # Extreme (finite) parameters may overflow the score to -inf: a poor score, not a warning.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    return self._score_margins(np.asarray(Xv @ coef[:-1] + coef[-1]), yv, swv)
 
         settings = self._settings(optimizer, len(train_idx), self._loss_code, validation_score)
         problem = _solver.Problem(X=X, y=y2, sw=sw, train_idx=train_idx)
