@@ -389,35 +389,41 @@ def test_float32_X_with_target_beyond_float32_raises_value_error_naming_y(data):
 def test_failing_fit_in_another_thread_does_not_undo_a_successful_fit(data):
     # Before the fix a fit failing validation restored the whole __dict__ it saw at its start,
     # after the other thread's successful fit had returned: the estimator ended unfitted.
+    # Here the failing call is held inside its validation until the successful call has
+    # returned (or 2 s have passed, when the calls are serialised).
     import threading
 
     X, y = data
-    reg = LinearRegression(max_iter=20, tol=None, batch_size=1)
-    barrier = threading.Barrier(2)
+    reg = LinearRegression(max_iter=5, tol=None)
+    entered, good_done = threading.Event(), threading.Event()
     errors = []
 
-    def good():
-        barrier.wait()
-        _quiet(reg.fit, X, y)
+    class SlowBadX:
+        def __array__(self, dtype=None, copy=None):
+            entered.set()
+            good_done.wait(timeout=2)
+            return np.ones((3, X.shape[1]))  # 3 rows for 60 targets: a validation error
 
     def bad():
-        barrier.wait()
         try:
-            reg.fit(X, y[:-1])
+            reg.fit(SlowBadX(), y)
         except ValueError as exc:
             errors.append(exc)
 
-    for _ in range(5):
-        threads = [threading.Thread(target=good), threading.Thread(target=bad)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert hasattr(reg, "coef_") and reg.n_iter_ == 20
-        reg.predict(X)
-        for name in ("coef_", "_train_state", "n_features_in_"):
-            delattr(reg, name)
-    assert len(errors) == 5
+    def good():
+        _quiet(reg.fit, X, y)
+        good_done.set()
+
+    failing = threading.Thread(target=bad)
+    failing.start()
+    assert entered.wait(timeout=30)
+    succeeding = threading.Thread(target=good)
+    succeeding.start()
+    failing.join()
+    succeeding.join()
+    assert len(errors) == 1
+    assert reg.n_iter_ == 5 and reg.n_features_in_ == X.shape[1]
+    reg.predict(X)
 
 
 def test_estimator_with_training_lock_pickles_and_clones(data):
