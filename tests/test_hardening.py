@@ -490,3 +490,26 @@ def test_built_package_does_not_ship_the_generated_c_file(tmp_path):
     assert result.returncode == 0, result.stderr
     shipped = {p.name for p in (tmp_path / "out" / "fastgd" / "_backends" / "_cython").iterdir()}
     assert "_kernels.pyx" in shipped and "_kernels.c" not in shipped
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adagrad", "rmsprop", "adam"])
+@pytest.mark.parametrize("scale", [1e-300, 1e100, 1e200, 1e308])
+@pytest.mark.parametrize("est", [LinearRegression, LogisticRegression])
+def test_extreme_values_emit_no_runtime_warning(optimizer, scale, est):
+    # Before the fix overflow RuntimeWarnings escaped from _linear.py, _solver.py, losses.py
+    # and optim.py. Now: a clear error or a finite model, silently.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 3)) * scale
+    y = (X[:, 0] > 0).astype(int) if est is LogisticRegression else X.sum(1)
+    reg = est(optimizer=optimizer, max_iter=3, tol=None, batch_size=7, penalty="l2", alpha=1e-4,
+              early_stopping=True, validation_fraction=0.2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            reg.fit(X, y)
+        except (DivergenceError, ValueError):
+            pass
+        if hasattr(reg, "coef_"):
+            assert np.all(np.isfinite(reg.coef_))
+            assert not np.isnan(reg.predict(X)).any()

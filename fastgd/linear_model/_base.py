@@ -163,10 +163,13 @@ class BaseGD(BaseEstimator):
     def _validate_X_y(self, X, y, first):
         dtype = [np.float64, np.float32] if first else self._dtype
         accept_sparse = "csr" if self._accept_sparse else False
-        X, y = validate_data(
-            self, X, y, reset=first, accept_sparse=accept_sparse, dtype=dtype, order="C",
-            multi_output=self._multi_output, y_numeric=self._y_numeric,
-        )
+        # scikit-learn's finiteness check sums X first: finite values near the top of the
+        # float range overflow that sum (and warn) before the exact check runs.
+        with np.errstate(over="ignore", invalid="ignore"):
+            X, y = validate_data(
+                self, X, y, reset=first, accept_sparse=accept_sparse, dtype=dtype, order="C",
+                multi_output=self._multi_output, y_numeric=self._y_numeric,
+            )
         if sp.issparse(X):
             check_csr_structure(X)  # before anything (scipy included) indexes with it
         if sp.issparse(X) and not X.has_canonical_format:
@@ -322,7 +325,8 @@ class BaseGD(BaseEstimator):
     def _margins(self, X):
         check_is_fitted(self)
         accept_sparse = "csr" if self._accept_sparse else False
-        X = validate_data(self, X, reset=False, accept_sparse=accept_sparse, dtype=[np.float64, np.float32])
+        with np.errstate(over="ignore", invalid="ignore"):  # see _validate_X_y
+            X = validate_data(self, X, reset=False, accept_sparse=accept_sparse, dtype=[np.float64, np.float32])
         if sp.issparse(X):
             check_csr_structure(X)
         # From the public attributes, as scikit-learn's linear models do: a user who edits
