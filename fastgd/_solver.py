@@ -214,7 +214,7 @@ class EpochStart:
         ts.rng.bit_generator.state = self.rng_state
 
 
-def nonfinite_epoch(status, loss, ts):
+def nonfinite_epoch(status, loss, ts, learning_rate):
     """None when an epoch ended finite, else what became non-finite and what to do about it.
 
     The kernels check the data loss and the parameters; the objective (which adds the
@@ -222,8 +222,8 @@ def nonfinite_epoch(status, loss, ts):
     overflowing penalty or an optimizer state at inf would otherwise go unnoticed (the
     coefficients of Adam freeze when its second moment is inf)."""
     if status != C.STATUS_OK:
-        return ("the loss or a parameter became non-finite (inf or NaN). Try a smaller learning_rate, "
-                "gradient clipping (clip_norm), standardised features, or an adaptive optimizer such as 'adam'.")
+        return ("the loss or a parameter became non-finite (inf or NaN). Try a smaller learning_rate "
+                f"(it is {learning_rate:g}), gradient clipping (clip_norm), standardised features, or an adaptive optimizer such as 'adam'.")
     if not np.isfinite(loss):
         return ("the objective (mean loss plus penalty) overflowed to inf. The penalty alpha * ||w|| is "
                 "too large: use a smaller alpha, or standardised features.")
@@ -293,7 +293,7 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
                                              sparse_buffers, chunked_buffers)
         with np.errstate(over="ignore", invalid="ignore"):
             loss = loss_sum / n_train + penalty_value(snapshot.coef, hp[C.H_L2], hp[C.H_L1])
-        problem_found = nonfinite_epoch(status, loss, ts)
+        problem_found = nonfinite_epoch(status, loss, ts, hp[C.H_LR])
         if problem_found is not None:
             snapshot.restore(ts)
             raise DivergenceError(
