@@ -113,7 +113,8 @@ def _probe(install, home, tmpdir):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not available("numba") or not hasattr(os, "getuid"), reason="needs Numba and POSIX users")
+@pytest.mark.skipif(TESTED_BACKEND != "numba" or not hasattr(os, "getuid"),
+                    reason="runs once, in the Numba run of the suite (FASTGD_BACKEND=numba); needs POSIX users")
 def test_read_only_install_fits_with_numba_for_two_users(read_only_install, tmp_path):
     # Before the fix every user shared <tmp>/fastgd-numba-cache: the second user could not
     # write it ("no locator available") and could be served files planted by the first.
@@ -478,6 +479,7 @@ def test_reference_backend_does_not_copy_a_memmapped_X(tmp_path, monkeypatch):
     assert np.all(np.isfinite(reg.coef_))
 
 
+@pytest.mark.skipif(TESTED_BACKEND == "numpy", reason="backend-independent: runs once, in the compiled runs only")
 def test_built_package_does_not_ship_the_generated_c_file(tmp_path):
     # Before the fix the exclusion was keyed by the parent package and did not apply: the
     # wheel carried the 3.6 MB _kernels.c. build_py assembles what the wheel ships.
