@@ -313,6 +313,25 @@ def test_sample_weight_overflowing_with_class_weight_raises():
         _quiet(clf.fit, X, y, sample_weight=np.full(20, 1e300))
 
 
+def test_sample_weights_found_by_the_fuzz_raise_clear_errors():
+    # Found by tests/test_fuzz.py: zero weight on every sample early stopping held out
+    # reached NumPy's average (ZeroDivisionError); subnormal weights overflowed the scaling.
+    X = np.random.default_rng(0).standard_normal((40, 2))
+    y = np.arange(40) % 2
+    clf = LogisticRegression(early_stopping=True, validation_fraction=0.25, random_state=0, max_iter=2)
+    _quiet(clf.fit, X, y, sample_weight=np.full(40, 2.2e-316))  # uniform subnormal weights: fine
+    assert np.all(np.isfinite(clf.coef_))
+    two_positive = np.r_[1.0, 1.0, np.zeros(38)]
+    messages = []
+    for seed in range(10):
+        reg = LinearRegression(early_stopping=True, validation_fraction=0.25, random_state=seed, max_iter=2)
+        try:
+            _quiet(reg.fit, X, X.sum(1), sample_weight=two_positive)
+        except ValueError as exc:
+            messages.append(str(exc))
+    assert any("held out for validation" in m for m in messages)
+
+
 # --- 7. partial_fit(classes=[]) -----------------------------------------------------------------
 @pytest.mark.parametrize("classes", [[], [1], [1, 1]])
 def test_partial_fit_with_fewer_than_two_classes_raises_clear_error(classes):

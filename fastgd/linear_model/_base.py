@@ -178,22 +178,36 @@ class BaseGD(BaseEstimator):
             X.sum_duplicates()
         return X, y
 
-    def _sample_weight(self, sample_weight, X, class_sw, train_idx):
+    def _sample_weight(self, sample_weight, X, class_sw, train_idx, val_idx):
         """Sample weights (times class weights) scaled to mean 1 over ``train_idx``, in X's
-        dtype. Scaled by their maximum first, so weights near the top of the float range give
-        the same model as any other constant weights instead of overflowing to zero."""
+        dtype. Divided by their maximum first, so weights near the top or the bottom of the
+        float range give the same model as any other constant weights instead of
+        overflowing (or underflowing) to zero."""
         sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True, copy=True)
-        if class_sw is not None:
-            with np.errstate(over="ignore"):  # reported just below
+        with np.errstate(over="ignore"):  # reported just below
+            if class_sw is not None:
                 sw *= class_sw
-        top = float(np.max(sw[train_idx], initial=0.0))
-        if not top > 0:
-            raise ValueError("sample_weight sums to zero over the training samples; give some samples a positive weight.")
+        top = float(np.max(sw, initial=0.0))
         if not math.isfinite(top):
             raise ValueError("sample_weight times the class weights overflows to inf; use smaller weights.")
-        sw /= top
-        sw *= len(train_idx) / float(np.sum(sw[train_idx]))
-        return sw.astype(X.dtype, copy=False)
+        if top > 0:
+            sw /= top
+        if not np.sum(sw[train_idx]) > 0:
+            raise ValueError("sample_weight sums to zero over the training samples; give some samples a positive weight.")
+        if val_idx is not None and not np.sum(sw[val_idx]) > 0:
+            raise ValueError(
+                "sample_weight is zero on every sample early_stopping held out for validation; give them weight, "
+                "or use early_stopping=False."
+            )
+        with np.errstate(over="ignore", under="ignore"):
+            sw *= len(train_idx) / np.sum(sw[train_idx])
+            sw = sw.astype(X.dtype, copy=False)
+        if not np.all(np.isfinite(sw)):
+            raise ValueError(
+                f"sample_weight spans too wide a range to be scaled to mean 1 in {X.dtype}: its largest and "
+                "smallest positive values differ by more than the float range. Use less extreme weights."
+            )
+        return sw
 
     # --- training ------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight, incremental, classes=None):
@@ -258,7 +272,7 @@ class BaseGD(BaseEstimator):
         train_idx, val_idx = np.arange(n, dtype=np.int64), None
         if self.early_stopping and not incremental:
             train_idx, val_idx = self._split(n, y2, ts.rng)
-        sw = self._sample_weight(sample_weight, X, class_sw, train_idx)
+        sw = self._sample_weight(sample_weight, X, class_sw, train_idx, val_idx)
         validation_score = None
         if val_idx is not None:
             Xv, yv, swv = X[val_idx], y2[val_idx], sw[val_idx]
