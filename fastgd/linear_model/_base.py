@@ -194,11 +194,6 @@ class BaseGD(BaseEstimator):
             sw /= top
         if not np.sum(sw[train_idx]) > 0:
             raise ValueError("sample_weight sums to zero over the training samples; give some samples a positive weight.")
-        if val_idx is not None and not np.sum(sw[val_idx]) > 0:
-            raise ValueError(
-                "sample_weight is zero on every sample early_stopping held out for validation; give them weight, "
-                "or use early_stopping=False."
-            )
         with np.errstate(over="ignore", under="ignore"):
             sw *= len(train_idx) / np.sum(sw[train_idx])
             sw = sw.astype(X.dtype, copy=False)
@@ -206,6 +201,11 @@ class BaseGD(BaseEstimator):
             raise ValueError(
                 f"sample_weight spans too wide a range to be scaled to mean 1 in {X.dtype}: its largest and "
                 "smallest positive values differ by more than the float range. Use less extreme weights."
+            )
+        if val_idx is not None and not np.sum(sw[val_idx], dtype=np.float64) > 0:
+            raise ValueError(
+                "sample_weight is zero (or negligible next to the training samples' weights) on every sample "
+                "early_stopping held out for validation; give them weight, or use early_stopping=False."
             )
         return sw
 
