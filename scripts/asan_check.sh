@@ -14,9 +14,12 @@
 #
 # Findings of the first run (2026-12-01, kernels of main a0a19c3; tests/test_backend_cython.py,
 # tests/test_sparse.py, tests/test_hardening.py and the fuzz module's 2,000 ci examples):
-# no AddressSanitizer report; one bounds-check finding, _kernels.pyx:652 takes &X[i, 0] to
-# prefetch a row when X has zero columns (test_feature_counts[0], a direct kernel call; the
-# estimators refuse zero features, and the prefetch of 0 bytes reads nothing). With fastgd's
+# no AddressSanitizer report; two bounds-check findings, both an address taken out of range
+# without a read: _kernels.pyx:652 takes &X[i, 0] to prefetch a row when X has zero columns
+# (test_feature_counts[0], a direct kernel call; the estimators refuse zero features, and a
+# prefetch of 0 bytes reads nothing), and _kernels.pyx:1204 takes &work[1, 0] before the
+# shape check that refuses a too-small work buffer (test_epoch_csr_bad_buffers_are_refused:
+# the check then raises the ValueError; built without bounds checks, nothing is read). With fastgd's
 # CSR check bypassed, an out-of-range column index is reported as a heap-buffer-overflow READ
 # in epoch_csr (_kernels.pyx:1302): the sanitiser sees what the Python check now prevents.
 set -euo pipefail
