@@ -17,6 +17,7 @@ parameters if the last epoch ended above it and warns, once, naming the cause an
 to try.
 """
 
+import copy
 import math
 import time
 import warnings
@@ -27,6 +28,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 
 from fastgd import _contract as C
+from fastgd._backends import _fork_safety
 from fastgd.exceptions import DivergenceError
 from fastgd.losses import penalty_value
 from fastgd.schedules import ReduceLROnPlateau
@@ -64,8 +66,10 @@ class TrainState:
     best_epoch_params: tuple = None  # (coef, opt_state) at the start of that epoch
 
     def copy(self):
+        """An independent copy: training the copy leaves this state (its random generator
+        included) as it was, which is what makes a failed ``partial_fit`` roll back."""
         return TrainState(
-            coef=self.coef.copy(), opt_state=self.opt_state.copy(), rng=self.rng,
+            coef=self.coef.copy(), opt_state=self.opt_state.copy(), rng=copy.deepcopy(self.rng),
             t=self.t.copy(), n_iter=self.n_iter, loss_curve=list(self.loss_curve),
             validation_scores=list(self.validation_scores), best_loss=self.best_loss,
             best_validation_loss=self.best_validation_loss,
@@ -130,10 +134,11 @@ class Problem:
     def chunked_buffers(self, backend, batch_size, coef):
         """Scratch of the multi-core dense epoch, or None when the serial kernel is used."""
         p1, K = coef.shape
-        if sp.issparse(self.X) or not hasattr(backend, "epoch_dense_chunked"):
+        if sp.issparse(self.X) or not _multicore_kernel(backend, "epoch_dense_chunked"):
             return None
         if min(batch_size, len(self.train_idx)) * (p1 - 1) * K < C.CHUNKED_MIN_WORK:
             return None
+        _fork_safety.note_multicore_run()
         return (np.zeros((C.N_CHUNKS, p1, K), dtype=coef.dtype),
                 np.zeros((C.N_CHUNKS, C.WORK_ROWS, K), dtype=coef.dtype), np.zeros(C.N_CHUNKS))
 
@@ -145,11 +150,12 @@ class Problem:
         sw = self.sw[self.train_idx]
         grad = np.zeros_like(coef)
         work = np.zeros((C.WORK_ROWS, coef.shape[1]), dtype=coef.dtype)
-        if sp.issparse(X) or not hasattr(backend, "full_gradient_dense"):
+        if sp.issparse(X) or not _multicore_kernel(backend, "full_gradient_dense"):
             from fastgd._backends import _reference
 
             loss_sum = _reference.full_gradient(X, y, sw, coef, codes, grad, work)
         else:
+            _fork_safety.note_multicore_run()
             loss_sum = backend.full_gradient_dense(np.ascontiguousarray(X), y, sw, coef, codes, grad, work)
         return grad, loss_sum
 
@@ -239,6 +245,12 @@ class OutputThreads:
         self.pool.shutdown()
 
 
+def _multicore_kernel(backend, kernel):
+    """Whether ``backend`` has the multi-core ``kernel`` and may run it in this process (see
+    :mod:`fastgd._backends._fork_safety`)."""
+    return hasattr(backend, kernel) and _fork_safety.multicore_allowed(backend.name)
+
+
 def gradient_norm(backend, problem, coef, codes, hp):
     """Norm of the minimal-norm (sub)gradient of the training objective at ``coef``."""
     grad, _ = problem.full_gradient(backend, coef, codes)
@@ -252,6 +264,27 @@ def gradient_norm(backend, problem, coef, codes, hp):
         gw[on] += l1 * np.sign(w[on])
         gw[~on] = np.sign(gw[~on]) * np.maximum(np.abs(gw[~on]) - l1, 0.0)
     return float(np.sqrt(np.sum(g * g)))
+
+
+def nonfinite_epoch(status, loss, ts, learning_rate, rows=None):
+    """None when an epoch ended finite, else what became non-finite and what to do about it.
+
+    The kernels check the data loss and the parameters; the objective (which adds the
+    penalty, in Python) and the optimizer state are checked here, once per epoch: an
+    overflowing penalty or an optimizer state at inf would otherwise go unnoticed (the
+    coefficients of Adam freeze when its second moment is inf)."""
+    if status != C.STATUS_OK:
+        return ("the loss or a parameter became non-finite (inf or NaN). Try a smaller learning_rate "
+                f"(it is {learning_rate:g}), gradient clipping (clip_norm), standardised features, or an adaptive optimizer such as 'adam'.")
+    if not np.isfinite(loss):
+        return ("the objective (mean loss plus penalty) overflowed to inf. The penalty alpha * ||w|| is "
+                "too large: use a smaller alpha, or standardised features.")
+    # on sparse input only the rows the data touch can have changed (see rollback_rows)
+    state = ts.opt_state if rows is None else ts.opt_state[:, rows]
+    if not np.all(np.isfinite(state)):
+        return ("the optimizer state became non-finite (the squared gradients overflowed). Use "
+                "standardised features, gradient clipping (clip_norm), or float64 input.")
+    return None
 
 
 def _stop_on_loss(ts, loss, tol, patience):
@@ -405,7 +438,7 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True, roll
     chunked_buffers = problem.chunked_buffers(backend, s.batch_size, ts.coef)
     threads = OutputThreads(problem, ts, s, s.n_jobs) if OutputThreads.applies(problem, s, K, chunked_buffers) else None
     try:
-        rows = rollback_rows(backend, problem, s, K) if rollback and threads is None else None
+        rows = rollback_rows(backend, problem, s, K) if threads is None else None
         return _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
                              chunked_buffers, threads, rollback, rows)
     finally:
@@ -490,15 +523,16 @@ class TrainingUndo:
         self.lengths = len(ts.loss_curve), len(ts.validation_scores)
 
     def restore_parameters(self, ts):
+        """Restore the parameters, the step counter and the random generator."""
         if self.rows is None:
             ts.coef[...], ts.opt_state[...] = self.coef, self.state
         else:
             ts.coef[self.rows], ts.opt_state[:, self.rows] = self.coef, self.state
         ts.t[...] = self.t
+        ts.rng.bit_generator.state = self.rng_state
 
     def restore(self, ts):
         self.restore_parameters(ts)
-        ts.rng.bit_generator.state = self.rng_state
         for name, value in self.fields.items():
             setattr(ts, name, value)
         ts.plateau[:] = self.plateau
@@ -533,23 +567,24 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
                 start_coef, start_state = undo.coef, undo.state
             else:
                 start_coef, start_state = ts.coef.copy(), ts.opt_state.copy()
-        penalty = penalty_value(ts.coef, hp[C.H_L2], hp[C.H_L1])  # at the epoch's start
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+            penalty = penalty_value(ts.coef, hp[C.H_L2], hp[C.H_L1])  # at the epoch's start
         tic = time.perf_counter()
         if s.monitor is not None and s.monitor.records_steps:
             status, loss_sum = s.monitor.run_epoch_by_steps(run_epoch, order, s.batch_size, ts.coef)
         else:
             status, loss_sum = run_epoch(order)
-        if status != C.STATUS_OK:
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss = loss_sum / n_train + penalty
+        problem_found = nonfinite_epoch(status, loss, ts, hp[C.H_LR], rows)
+        if problem_found is not None:
             if undo is not None:
                 undo.restore_parameters(ts)
             raise DivergenceError(
-                f"Training diverged in epoch {ts.n_iter + 1}: the loss or a parameter became "
-                f"non-finite (inf or NaN). Try a smaller learning_rate (it is {hp[C.H_LR]:g}), "
-                "gradient clipping (clip_norm), standardised features, or an adaptive optimizer "
-                f"such as 'adam'. The estimator keeps the parameters after epoch {ts.n_iter}.",
+                f"Training diverged in epoch {ts.n_iter + 1}: {problem_found} The estimator keeps the "
+                f"parameters after epoch {ts.n_iter}.",
                 epoch=ts.n_iter + 1,
             )
-        loss = loss_sum / n_train + penalty
         ts.loss_curve.append(loss)
         ts.n_iter += 1
         if plateau is not None:

@@ -98,12 +98,16 @@ def gram_top_eigenvalue(X, sw, backend=None, n_iter=POWER_ITERATIONS, rtol=POWER
 
     estimate = 0.0
     for _ in range(n_iter):
-        w = np.asarray(gram_times(v), dtype=np.float64)
-        new = float(np.dot(v, w))  # Rayleigh quotient of the unit vector v
-        norm = float(np.linalg.norm(w))
-        if norm == 0.0:
-            return 0.0
-        v = w / norm
+        with np.errstate(over="ignore", invalid="ignore"):  # huge features: reported by the caller
+            w = np.asarray(gram_times(v), dtype=np.float64)
+            new = float(np.dot(v, w))  # Rayleigh quotient of the unit vector v
+            top = float(np.max(np.abs(w), initial=0.0))
+            if not np.isfinite(top) or not np.isfinite(new):
+                return np.inf
+            if top == 0.0:
+                return 0.0
+            v = w / top  # scaled first: the norm of w itself can overflow
+            v /= np.linalg.norm(v)
         if abs(new - estimate) <= rtol * new:
             return new
         estimate = new
@@ -161,10 +165,19 @@ def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, st
         L = c * gram_top_eigenvalue(X[rows], np.ascontiguousarray(sw[rows]), backend) + l2
     else:
         L = c * gram_top_eigenvalue(X, sw, backend) + l2
+    if not np.isfinite(L):
+        raise ValueError("learning_rate='auto' cannot size a step for these features: their Gram matrix "
+                         "overflows float64 (feature values near 1e154 or above). Standardise the features, "
+                         "e.g. make_pipeline(StandardScaler(), estimator).")
     if full:
         step = 1.0 / L if L > 0 else 1.0
     else:
-        L_max = c * max_row_norm_squared(X, sw * sw.dtype.type(n / X.shape[0])) + l2
+        with np.errstate(over="ignore"):
+            L_max = c * max_row_norm_squared(X, sw * sw.dtype.type(n / X.shape[0])) + l2
+        if not np.isfinite(L_max):
+            raise ValueError("learning_rate='auto' cannot size a step for these features: a row's squared "
+                             "norm overflows float64. Standardise the features, e.g. "
+                             "make_pipeline(StandardScaler(), estimator).")
         L_b = expected_smoothness(L, L_max, None if streaming else n, min(batch_size, n))
         step = 0.5 / L_b if L_b > 0 else 1.0
         step *= 1.0 - float(hp[C.H_MOMENTUM])

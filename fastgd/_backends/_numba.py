@@ -9,27 +9,10 @@ paths): each is compiled on first use for the dtypes it meets and cached on disk
 cache load. ``epoch_dense_chunked`` sums large batches on all cores (``prange``).
 """
 
-import os
-import tempfile
+from fastgd._backends import _numba_cache
 
-
-def _ensure_cache_dir():
-    # Numba's on-disk cache raises at decoration time when neither the package folder nor a
-    # user cache folder is writable; give it a writable one rather than fail to import.
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return
-    here = os.path.dirname(os.path.abspath(__file__))
-    if not os.access(os.path.join(here, "__pycache__") if os.path.isdir(os.path.join(here, "__pycache__")) else here, os.W_OK):
-        os.environ["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "fastgd-numba-cache")
-        try:
-            from numba.core import config
-
-            config.reload_config()
-        except ImportError:  # pragma: no cover - numba always has it
-            pass
-
-
-_ensure_cache_dir()
+# Before any kernel is decorated: a cache folder private to this user (or none shared).
+_numba_cache.configure(__file__)
 
 import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402

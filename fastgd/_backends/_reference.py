@@ -47,18 +47,28 @@ def apply_step(coef, grad, state, t, codes, hp, opt, rows=None):
     t[0] += 1
 
 
+# Rows gathered per block: a large batch (a full batch of a memory-mapped X) is read block by
+# block, so the reference never copies more than this many rows of X at once.
+ROW_BLOCK = 8192
+
+
 def batch_gradient(X, y, sw, idx, coef, loss_code, grad):
     """Mean over the batch ``idx`` of ``sw_i * grad loss_i`` into ``grad``; returns
     ``sum_i sw_i * loss_i`` over the batch (float64)."""
-    Xb = X[idx]
-    z = Xb @ coef[:-1] + coef[-1]
-    value, dz = losses.BY_CODE[loss_code](np.asarray(z, dtype=coef.dtype), y[idx])
-    swb = sw[idx]
-    dz = (dz * swb[:, None]).astype(coef.dtype, copy=False)
     b = len(idx)
-    grad[:-1] = np.asarray(Xb.T @ dz) / coef.dtype.type(b)
-    grad[-1] = dz.sum(axis=0) / coef.dtype.type(b)
-    return float(np.dot(swb.astype(np.float64), value.astype(np.float64)))
+    total, grad[...] = 0.0, 0
+    for start in range(0, b, ROW_BLOCK):
+        block = idx[start:start + ROW_BLOCK]
+        Xb = X[block]
+        z = Xb @ coef[:-1] + coef[-1]
+        value, dz = losses.BY_CODE[loss_code](np.asarray(z, dtype=coef.dtype), y[block])
+        swb = sw[block]
+        dz = (dz * swb[:, None]).astype(coef.dtype, copy=False)
+        grad[:-1] += np.asarray(Xb.T @ dz)
+        grad[-1] += dz.sum(axis=0)
+        total += float(np.dot(swb.astype(np.float64), value.astype(np.float64)))
+    grad /= coef.dtype.type(b)
+    return total
 
 
 def epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, touched_only=False):

@@ -1,6 +1,8 @@
 """Shared machinery of the gradient-descent estimators: parameters, validation, training."""
 
 import math
+import threading
+import weakref
 from numbers import Integral, Real
 
 import numpy as np
@@ -14,6 +16,7 @@ from fastgd import _solver, _step_size
 from fastgd import distributed as _distributed
 from fastgd._backends import get_backend
 from fastgd.callbacks import TrainingMonitor
+from fastgd._sparse_validation import check_csr_structure
 from fastgd.exceptions import DivergenceError
 from fastgd.losses import objective as _objective
 from fastgd.optim import OPTIMIZER_NAMES, Optimizer, get_optimizer
@@ -61,6 +64,21 @@ def scale_advice(X):
             f"make_pipeline({scaler}, estimator)")
 
 
+# One lock per estimator instance, held by fit and partial_fit: an instance is not meant for
+# concurrent training (as in scikit-learn), but two threads calling it at once must leave the
+# state one of the calls produced. Kept outside the instance so that it pickles and clones.
+_TRAINING_LOCKS = weakref.WeakKeyDictionary()
+_TRAINING_LOCKS_GUARD = threading.Lock()
+
+
+def _training_lock(estimator):
+    with _TRAINING_LOCKS_GUARD:
+        lock = _TRAINING_LOCKS.get(estimator)
+        if lock is None:
+            lock = _TRAINING_LOCKS[estimator] = threading.RLock()
+        return lock
+
+
 def make_rng(random_state):
     """A NumPy ``Generator`` from scikit-learn's ``random_state`` conventions."""
     if random_state is None:
@@ -74,6 +92,27 @@ def make_rng(random_state):
 def _no_bar(progress):
     # ``is``, not truthiness: a tqdm bar without a total refuses bool().
     return progress is None or (isinstance(progress, (bool, np.bool_)) and not progress)
+
+
+def _optimizer_kind(optimizer):
+    """What the optimizer state means: the optimizer's codes (kind, Nesterov, AMSGrad, ...)
+    and its slot count. Hyper-parameters (betas, eps, momentum value) may change between
+    ``partial_fit`` calls; the kind of state may not."""
+    codes = np.zeros(C.N_CODES, dtype=np.int64)
+    optimizer.encode(codes, np.zeros(C.N_HP))
+    return type(optimizer).__name__, tuple(codes.tolist()), optimizer.n_slots()
+
+
+def _margins_rescaled(X, W, b):
+    """``X @ W + b`` for rows whose plain product overflowed (finite X and W near the top of
+    the float range): computed on rows and weights scaled into range, then scaled back, so
+    each margin is finite or an infinity of the right sign, never the NaN of ``inf - inf``."""
+    row_scale = np.asarray(abs(X).max(axis=1).todense() if sp.issparse(X) else np.abs(X).max(axis=1)).ravel()
+    row_scale[row_scale == 0] = 1.0
+    w_scale = max(float(np.max(np.abs(W), initial=0.0)), float(np.max(np.abs(b), initial=0.0))) or 1.0
+    Xs = sp.diags(1.0 / row_scale) @ X if sp.issparse(X) else X / row_scale[:, None]
+    z = np.asarray(Xs @ (W / w_scale) + (b / w_scale) / row_scale[:, None])
+    return z * row_scale[:, None] * w_scale
 
 
 class BaseGD(BaseEstimator):
@@ -197,20 +236,50 @@ class BaseGD(BaseEstimator):
     def _validate_X_y(self, X, y, first):
         dtype = [np.float64, np.float32] if first else self._dtype
         accept_sparse = "csr" if self._accept_sparse else False
-        X, y = validate_data(
-            self, X, y, reset=first, accept_sparse=accept_sparse, dtype=dtype, order="C",
-            multi_output=self._multi_output, y_numeric=self._y_numeric,
-        )
+        # scikit-learn's finiteness check sums X first: finite values near the top of the
+        # float range overflow that sum (and warn) before the exact check runs.
+        with np.errstate(over="ignore", invalid="ignore"):
+            X, y = validate_data(
+                self, X, y, reset=first, accept_sparse=accept_sparse, dtype=dtype, order="C",
+                multi_output=self._multi_output, y_numeric=self._y_numeric,
+            )
+        if sp.issparse(X):
+            check_csr_structure(X)  # before anything (scipy included) indexes with it
         if sp.issparse(X) and not X.has_canonical_format:
             # The kernels need each column at most once per row; sum duplicates in a copy.
             X = X.copy()
             X.sum_duplicates()
         return X, y
 
-    def _sample_weight(self, sample_weight, X, class_sw):
-        sw = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True)
-        if class_sw is not None:
-            sw *= class_sw
+    def _sample_weight(self, sample_weight, X, class_sw, train_idx, val_idx):
+        """Sample weights (times class weights) scaled to mean 1 over ``train_idx``, in X's
+        dtype. Divided by their maximum first, so weights near the top or the bottom of the
+        float range give the same model as any other constant weights instead of
+        overflowing (or underflowing) to zero."""
+        sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True, copy=True)
+        with np.errstate(over="ignore"):  # reported just below
+            if class_sw is not None:
+                sw *= class_sw
+        top = float(np.max(sw, initial=0.0))
+        if not math.isfinite(top):
+            raise ValueError("sample_weight times the class weights overflows to inf; use smaller weights.")
+        if top > 0:
+            sw /= top
+        if not np.sum(sw[train_idx]) > 0:
+            raise ValueError("sample_weight sums to zero over the training samples; give some samples a positive weight.")
+        with np.errstate(over="ignore", under="ignore"):
+            sw *= len(train_idx) / np.sum(sw[train_idx])
+            sw = sw.astype(X.dtype, copy=False)
+        if not np.all(np.isfinite(sw)):
+            raise ValueError(
+                f"sample_weight spans too wide a range to be scaled to mean 1 in {X.dtype}: its largest and "
+                "smallest positive values differ by more than the float range. Use less extreme weights."
+            )
+        if val_idx is not None and not np.sum(sw[val_idx], dtype=np.float64) > 0:
+            raise ValueError(
+                "sample_weight is zero (or negligible next to the training samples' weights) on every sample "
+                "early_stopping held out for validation; give them weight, or use early_stopping=False."
+            )
         return sw
 
     # --- training ------------------------------------------------------------------------
@@ -218,16 +287,19 @@ class BaseGD(BaseEstimator):
         """Train, transactionally: if anything but divergence goes wrong (bad input, an
         interrupt), the estimator is restored to exactly what it was before the call.
         Validation writes metadata (``n_features_in_``, ``classes_``, ...) as it goes, so
-        the whole instance dictionary is the unit of rollback."""
-        before = dict(self.__dict__)
-        try:
-            return self._fit_unguarded(X, y, sample_weight, incremental, classes)
-        except DivergenceError:
-            raise  # the estimator deliberately keeps its last finite epoch
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(before)
-            raise
+        the whole instance dictionary is the unit of rollback (its training state is copied,
+        random generator included, before training touches it). Calls on one instance are
+        serialised, so a rollback never undoes another thread's completed call."""
+        with _training_lock(self):
+            before = dict(self.__dict__)
+            try:
+                return self._fit_unguarded(X, y, sample_weight, incremental, classes)
+            except DivergenceError:
+                raise  # the estimator deliberately keeps its last finite epoch
+            except BaseException:
+                self.__dict__.clear()
+                self.__dict__.update(before)
+                raise
 
     def _fit_unguarded(self, X, y, sample_weight, incremental, classes):
         if _distributed.is_dask_collection(X, y, sample_weight):  # train where the blocks are
@@ -237,8 +309,13 @@ class BaseGD(BaseEstimator):
         X, y = self._validate_X_y(X, y, first)
         if not first and self._accept_sparse and sp.issparse(X):
             X = X.astype(self._dtype, copy=False)
-        y2, class_sw = self._validate_targets(X, y, first, classes)
-        sw = self._sample_weight(sample_weight, X, class_sw)
+        with np.errstate(over="ignore"):  # a target beyond X's dtype is reported just below
+            y2, class_sw = self._validate_targets(X, y, first, classes)
+        if not np.all(np.isfinite(y2)):
+            raise ValueError(
+                f"y has values beyond the range of {X.dtype} (the dtype of X, which training uses): "
+                f"|y| <= {np.finfo(X.dtype).max:.3g} is needed. Pass X as float64, or rescale y."
+            )
         optimizer = get_optimizer(self.optimizer)
         n, p = X.shape
         K = self._n_outputs
@@ -249,29 +326,37 @@ class BaseGD(BaseEstimator):
                 coef = self._train_state.coef.astype(X.dtype, copy=True)
             else:
                 coef = self._init_coef(p, K, X.dtype, rng)
-            ts = _solver.TrainState(coef=coef, opt_state=optimizer.init_state(coef.shape, X.dtype), rng=rng)
+            with np.errstate(over="ignore"):
+                opt_state = optimizer.init_state(coef.shape, X.dtype)
+            if not np.all(np.isfinite(opt_state)):
+                raise ValueError(
+                    f"The initial state of {optimizer!r} is not finite in {X.dtype} (the dtype of X); "
+                    "use a smaller initial value or float64 X."
+                )
+            ts = _solver.TrainState(coef=coef, opt_state=opt_state, rng=rng)
+            self._trained_optimizer = optimizer
         else:
+            if _optimizer_kind(optimizer) != _optimizer_kind(self._trained_optimizer):
+                raise ValueError(
+                    "partial_fit cannot change the kind of optimizer of a model being trained (its state "
+                    f"would be read as another optimizer's): it was trained with {self._trained_optimizer!r}, "
+                    f"the optimizer parameter is now {optimizer!r}. Call fit to start again with the new optimizer."
+                )
             # trained in place; a failed call is undone with a TrainingUndo taken below
             ts = self._train_state
-            if ts.opt_state.shape[0] != optimizer.n_slots():
-                raise ValueError(
-                    "partial_fit cannot change the optimizer of a model being trained; "
-                    "call fit to start again with the new optimizer."
-                )
 
         train_idx, val_idx = np.arange(n, dtype=np.int64), None
         if self.early_stopping and not incremental:
             train_idx, val_idx = self._split(n, y2, ts.rng)
-        sw_train_sum = float(np.sum(sw[train_idx], dtype=np.float64))
-        if not sw_train_sum > 0:
-            raise ValueError("sample_weight sums to zero over the training samples; give some samples a positive weight.")
-        sw *= X.dtype.type(len(train_idx) / sw_train_sum)
+        sw = self._sample_weight(sample_weight, X, class_sw, train_idx, val_idx)
         validation_score = None
         if val_idx is not None:
             Xv, yv, swv = X[val_idx], y2[val_idx], sw[val_idx]
 
             def validation_score(coef):
-                return self._validation_loss(np.asarray(Xv @ coef[:-1] + coef[-1]), yv, swv)
+                # Extreme (finite) parameters may overflow the loss to inf: a poor score, not a warning.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    return self._validation_loss(np.asarray(Xv @ coef[:-1] + coef[-1]), yv, swv)
 
         settings = self._settings(optimizer, len(train_idx), self._loss_code, validation_score)
         problem = _solver.Problem(X=X, y=y2, sw=sw, train_idx=train_idx)
@@ -393,14 +478,22 @@ class BaseGD(BaseEstimator):
     def _margins(self, X):
         check_is_fitted(self)
         accept_sparse = "csr" if self._accept_sparse else False
-        X = validate_data(self, X, reset=False, accept_sparse=accept_sparse, dtype=[np.float64, np.float32])
+        with np.errstate(over="ignore", invalid="ignore"):  # see _validate_X_y
+            X = validate_data(self, X, reset=False, accept_sparse=accept_sparse, dtype=[np.float64, np.float32])
+        if sp.issparse(X):
+            check_csr_structure(X)
         # From the public attributes, as scikit-learn's linear models do: a user who edits
         # coef_ or intercept_ predicts with the edited model.
         W = np.reshape(self.coef_, (-1, X.shape[1])).T
         b = np.reshape(self.intercept_, -1)
         if X.dtype != W.dtype:
             X = X.astype(W.dtype)
-        return np.asarray(X @ W + b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = np.asarray(X @ W + b)
+            overflowed = ~np.all(np.isfinite(z), axis=1)
+            if overflowed.any():
+                z[overflowed] = _margins_rescaled(X[overflowed], W, b)
+        return z
 
     def __sklearn_clone__(self):
         # A tqdm bar given as ``progress`` is shared with the clone, not deep-copied (tqdm bars

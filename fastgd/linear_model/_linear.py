@@ -245,8 +245,7 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
         -------
         self : LinearRegression
         """
-        if not hasattr(self, "_train_state"):
-            self._validate_params()
+        self._validate_params()  # on every call: parameters may have been set since the last
         return self._fit(X, y, sample_weight, incremental=True)
 
     def predict(self, X):

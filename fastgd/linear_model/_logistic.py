@@ -215,8 +215,10 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         -------
         self : LogisticRegression
         """
+        self._validate_params()  # on every call: parameters may have been set since the last
+        if classes is not None and len(np.unique(np.asarray(classes))) < 2:
+            raise ValueError(f"classes must list at least 2 distinct classes; got classes={classes!r}.")
         if not hasattr(self, "_train_state"):
-            self._validate_params()
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
             if self.class_weight == "balanced":
@@ -244,7 +246,10 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         if z.shape[1] == 1:
             p1 = expit(z[:, 0])
             return np.column_stack([1.0 - p1, p1])
-        return softmax(z, axis=1)
+        # Margins may be +-inf (never NaN, see _margins); softmax needs finite ones.
+        top = np.finfo(z.dtype).max
+        with np.errstate(over="ignore"):
+            return softmax(np.clip(z, -top, top), axis=1)
 
     def predict_log_proba(self, X):
         """Log class probabilities, computed stably."""
@@ -253,7 +258,9 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         z = self._margins(X)
         if z.shape[1] == 1:
             return np.column_stack([log_expit(-z[:, 0]), log_expit(z[:, 0])])
-        return log_softmax(z, axis=1)
+        top = np.finfo(z.dtype).max
+        with np.errstate(over="ignore"):
+            return log_softmax(np.clip(z, -top, top), axis=1)
 
     def predict(self, X):
         """Predicted class labels."""
