@@ -172,7 +172,7 @@ def gradient_norm(backend, problem, coef, codes, hp):
 
         _reference.full_gradient(X, y, sw, coef, codes, grad, work)
     else:
-        backend.full_gradient_dense(np.ascontiguousarray(X), y, sw, coef, codes, grad, work)
+        backend.full_gradient_dense(np.ascontiguousarray(X), y, sw, coef, codes, grad, work, hp)
     g = grad.astype(np.float64)
     w = coef[:-1].astype(np.float64)
     g[:-1] += hp[C.H_L2] * w
@@ -243,6 +243,11 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
         else:
             status, loss_sum = problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work,
                                              sparse_buffers, chunked_buffers)
+        if status in C.BAD_CODE_SLOTS:  # found before any work: nothing to restore
+            what, slot = C.BAD_CODE_SLOTS[status]
+            raise ValueError(f"the {getattr(backend, 'name', backend)} backend does not know {what} code "
+                             f"{int(codes[slot])} (codes {codes.tolist()}): an optimizer, loss or schedule "
+                             "missing from this backend, or a stale build of it.")
         if status != C.STATUS_OK:
             ts.coef[...] = start_coef
             ts.opt_state[...] = start_state
