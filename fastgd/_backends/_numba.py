@@ -7,6 +7,9 @@ compiled kernels (fused per-sample SGD, single- or multi-output batch loops, the
 paths): each is compiled on first use for the dtypes it meets and cached on disk
 (``cache=True``), so a fit compiles only what it uses and a second process pays only the
 cache load. ``epoch_dense_chunked`` sums large batches on all cores (``prange``).
+
+Every kernel uses NumPy's error model, as C does: a division by zero gives inf or NaN, which
+the kernel reports as ``STATUS_NONFINITE``, never a ``ZeroDivisionError`` from inside a loop.
 """
 
 import os
@@ -46,6 +49,21 @@ from fastgd._backends import _rules  # noqa: E402
 name = "numba"
 
 
+# The digest of _rules.py the kernels below were last compiled with. Numba's on-disk cache
+# keys a kernel on the file defining it (this one), not on the functions it inlines from
+# _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
+# checks it is current).
+RULES_DIGEST = "8fc918aced6055f7"
+
+
+def rules_digest():
+    """SHA-256 of the source of :mod:`fastgd._backends._rules` (first 16 hex digits)."""
+    import hashlib
+
+    with open(_rules.__file__, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
 def _compile_rules():
     """Make every function of :mod:`fastgd._backends._rules` a Numba function inlined where it
     is called, in the module's own namespace (so the rules' calls to each other resolve to the
@@ -54,7 +72,7 @@ def _compile_rules():
     ns = vars(_rules)
     for rule_name, fn in list(ns.items()):
         if inspect.isfunction(fn) and fn.__module__ == _rules.__name__:
-            ns[rule_name] = njit(cache=True, nogil=True, inline="always")(fn)
+            ns[rule_name] = njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn)
 
 
 _compile_rules()
@@ -191,7 +209,7 @@ def _borrowed(typingctx, *arrays):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _u(index):
     """A non-negative array index as unsigned: Numba then skips the negative-index
     wraparound it otherwise adds to every access (a compare and a select per element in the
@@ -199,7 +217,7 @@ def _u(index):
     return np.uint64(index)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps):
     """Prefetch, at step ``j`` of a shuffled CSR epoch, the row pointers of the sample
     ``2 * PREFETCH_AHEAD`` ahead and the values and column indices of the row
@@ -213,20 +231,20 @@ def _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps):
         _prefetch_span(indices, indptr[q], indptr[q + 1])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def learning_rate(codes, hp, t):
     """The schedule of :mod:`fastgd.schedules` at step clock ``t`` / epoch ``hp[H_EPOCH]``."""
     return _rules.learning_rate(codes[_C_SCHED], codes[_C_UNIT], float(t), hp)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _loss_1(loss_code, m, yi, hp):
     """Loss and its derivative for one output from scalars (no arrays, so nothing for Numba
     to reference-count in a hot loop), in double precision."""
     return _rules.loss_1(loss_code, float(m), float(yi), hp)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def sample_loss(loss_code, z, y, i, dz, K, hp):
     """Loss of one sample from its margins ``z``; writes d loss / d z into ``dz``."""
     if loss_code == _LOSS_SQUARED:
@@ -241,7 +259,7 @@ def sample_loss(loss_code, z, y, i, dz, K, hp):
     return _rules.softmax_loss(z, dz, K, int(y[i, 0]))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _flat(coef, grad, state):
     """Flat views of the parameters ``(p + 1, K)``, their gradient, and the optimizer state
     ``(n_slots, p + 1, K)``, as :func:`apply_step` takes them."""
@@ -249,7 +267,7 @@ def _flat(coef, grad, state):
     return coef.reshape(n), grad.reshape(n), state.reshape(state.shape[0] * n)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def apply_step(w, g, st, K, t, codes, hp, inv_b, rows, n_rows, mu_prod):
     """One optimizer step (:func:`fastgd._backends._rules.apply_step`) from ``g``, a sum over
     the batch scaled by ``inv_b``; ``n_rows < 0`` steps every row, otherwise
@@ -262,13 +280,13 @@ def apply_step(w, g, st, K, t, codes, hp, inv_b, rows, n_rows, mu_prod):
     return lr, mu_prod
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _mu_product(codes, hp, t):
     """NAdam's momentum product at the start of an epoch (1 for other optimizers)."""
     return _rules.nadam_mu_product(codes[_C_OPT], float(t[0]), hp)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _all_finite(a):
     for v in a.flat:
         if not np.isfinite(v):
@@ -276,7 +294,7 @@ def _all_finite(a):
     return True
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _margins_dense(xi, w, K, z):
     """Margins of row ``xi`` under the flat parameters ``w`` ((p + 1) * K, intercept last)."""
     p = xi.shape[0]
@@ -294,7 +312,7 @@ def _margins_dense(xi, w, K, z):
 _FAST = {"reassoc", "contract"}
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
 def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign, hp):
     """Add (or, if ``assign``, write) sample ``i``'s weighted gradient into the flat gradient
     ``g``; return its weighted loss. The multi-output case (one output is
@@ -322,7 +340,7 @@ def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign, hp):
     return s * loss
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
 def _margin_1(X, order, j, stop, w):
     """Step ``j`` of a single-output dense loop: prefetch the row ``PREFETCH_AHEAD`` samples
     ahead (while before ``order[stop]``), and return the sample's row index (unsigned) and
@@ -337,7 +355,7 @@ def _margin_1(X, order, j, stop, w):
     return i, acc
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
 def _add_gradients_1(X, y, sw, order, lo, hi, stop, w, g, loss_code, hp):
     """Add the weighted single-output gradients of the samples ``order[lo:hi]`` into the flat
     ``g``; return their weighted loss sum. Rows are prefetched ahead up to ``order[stop]``.
@@ -357,7 +375,7 @@ def _add_gradients_1(X, y, sw, order, lo, hi, stop, w, g, loss_code, hp):
     return total
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
     """Per-sample plain SGD with one output: gradient and update fused into one pass,
     ``w <- (1 - lr * l2) * w - lr * s * dloss * x`` (then the L1 step)."""
@@ -394,7 +412,7 @@ def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
     return _OK, loss_sum
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
 def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, K):
     """The batch loop of :func:`epoch_dense`. Inlined twice, with ``K`` the literal 1 and
     with ``K`` read at run time: the single-output loop nest then compiles without the
@@ -433,12 +451,12 @@ def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size,
     return _OK, loss_sum
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _epoch_dense_single(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
     return _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, 1)
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _epoch_dense_multi(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
     return _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work,
                                 coef.shape[1])
@@ -451,7 +469,7 @@ def _entry_check(n_rows, n_features, y, sw, coef, state, t, codes, hp, batch_siz
     return _check_codes(codes)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _check_codes(codes):
     return _rules.check_codes(codes[_C_LOSS], codes[_C_OPT], codes[_C_SCHED], codes[_C_UNIT])
 
@@ -483,7 +501,7 @@ def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, wo
 N_CHUNKS = C.N_CHUNKS
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True, fastmath=_FAST)
 def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, losses, loss_code, hp):
     """``grad`` = sum over ``order[start:end]`` of the weighted sample gradients; returns the
     weighted loss sum. ``partial`` (N_CHUNKS, p + 1, K), ``pwork`` (N_CHUNKS, WORK_ROWS, K)
@@ -538,7 +556,7 @@ def epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, 
                                 pwork, losses)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, partial, pwork,
                          losses):
     (X, y, sw, order, coef, state, t, codes, hp, grad, work, partial, pwork, losses) = _borrowed(
@@ -584,7 +602,7 @@ _COUNT_UPDATES, _COUNT_CATCHUPS = C.COUNT_UPDATES, C.COUNT_CATCHUPS
 _RESCALE_BELOW = 1e-100  # bring every coordinate up to date before the shrink map underflows
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho):
     """:func:`fastgd._backends._rules.catch_up` on the 2-D buffers (flat views: no copies)."""
     K = coef.shape[1]
@@ -592,14 +610,14 @@ def _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho):
                            lazy_work.reshape(lazy_work.size), rmsprop, rho)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _catch_up_all(coef, state, A, B, T, lazy_work, rmsprop, rho, counters):
     p = coef.shape[0] - 1
     for c in range(p):
         counters[_COUNT_CATCHUPS] += _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, stamp, rmsprop, rho, counters):
     """After the step from clock ``T`` (its touched coordinates, ``mark == stamp``, already
     stepped in full), fold the step's shrink map ``|w| <- max(a |w| - b, 0)`` into the
@@ -714,7 +732,7 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
     return _OK, loss_sum
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, codes, hp, z, dz, lazy_work,
                          mark, counters):
     """Per-sample plain SGD with one output on canonical CSR rows, exact and lazy: each
@@ -820,7 +838,7 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
     return status, loss_sum
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _start_lazy_epoch(coef, t, lazy_work, mark):
     """Every coordinate starts the epoch up to date: snapshot (t, A = 1, B = 0), unmarked."""
     for c in range(coef.shape[0] - 1):
@@ -830,7 +848,7 @@ def _start_lazy_epoch(coef, t, lazy_work, mark):
         mark[c] = -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                        batch_size, grad, work, lazy_work, index_work, counters, mode):
     """Every other CSR epoch, in the sparse path ``mode`` (:func:`fastgd._contract.sparse_mode`)."""
