@@ -943,4 +943,4 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
 # The compiled entry points (for tests and benchmarks that inspect compilation and caching).
 COMPILED_KERNELS = (_epoch_dense_plain_sgd, _epoch_dense_single, _epoch_dense_multi, _epoch_csr_scaled_sgd,
                     _epoch_csr_plain_sgd,
-                    _epoch_csr_general, _chunked_gradient, epoch_dense_chunked)
+                    _epoch_csr_general, _chunked_gradient, _epoch_dense_chunked)
