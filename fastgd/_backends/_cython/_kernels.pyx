@@ -29,7 +29,7 @@ defers the closed-form part of untouched coordinates' updates (see the contract)
 """
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport exp, expf, fabs, floor, isfinite, log, log1p, log1pf, pow, sqrt, cos, M_PI
+from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t
 
 import numpy as np
