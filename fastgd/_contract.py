@@ -26,10 +26,18 @@ work        (WORK_ROWS, K), X.dtype               per-sample scratch (margins, d
 
 ``loss_sum`` is the sum over the epoch of ``sw[i] * loss_i``, each sample's loss taken at the
 parameters *before* the step its batch contributes to (the running training loss). The status
-is ``STATUS_OK`` or ``STATUS_NONFINITE`` (a non-finite loss or parameter: the kernel returns at
-once, leaving ``coef`` partly updated; the driver restores the epoch's starting point).
+is ``STATUS_OK``, ``STATUS_NONFINITE`` (a non-finite loss or parameter: the kernel returns at
+once, leaving ``coef`` partly updated; the driver restores the epoch's starting point) or one
+of the ``STATUS_BAD_*`` errors: a loss, optimizer or schedule code out of range, found before
+any work (the driver raises naming the code).
 
-Kernels validate nothing, never allocate per step, never call back into Python.
+Kernels check what is cheap at every entry point, once per call: the codes are in range and
+the buffers' shapes agree (a mismatch raises ``ValueError``; a compiled kernel would
+otherwise read or write out of bounds). They do not validate values (the estimators do), never
+allocate per step, never call back into Python.
+
+The decisions below (``n_slots``, ``plain_sgd_per_sample``, ``csr_needs_lazy_buffers``,
+``sparse_mode``) are made here only; the engines take them from these functions.
 """
 
 # --- integer switches (``codes``) -------------------------------------------------------
@@ -45,11 +53,15 @@ N_CODES = 7
 LOSS_SQUARED = 0  # (y_hat - y)^2 per output, summed over outputs
 LOSS_LOG = 1  # binary log loss on one margin, y in {0, 1}
 LOSS_SOFTMAX = 2  # multinomial cross-entropy on K margins, y = class index
+N_LOSSES = 3
 
 OPT_SGD = 0  # plain SGD or SGD with momentum (H_MOMENTUM > 0), Nesterov flag
 OPT_ADAGRAD = 1
 OPT_RMSPROP = 2
 OPT_ADAM = 3  # Adam / AMSGrad; AdamW is Adam with H_WEIGHT_DECAY > 0
+OPT_ADAMAX = 4
+OPT_NADAM = 5
+N_OPTIMIZERS = 6
 
 SCHED_CONSTANT = 0
 SCHED_STEP = 1
@@ -57,9 +69,13 @@ SCHED_EXPONENTIAL = 2
 SCHED_POLYNOMIAL = 3
 SCHED_COSINE = 4
 SCHED_INVSCALING = 5
+SCHED_COSINE_RESTARTS = 6
+SCHED_ONE_CYCLE = 7
+N_SCHEDULES = 8
 
 UNIT_STEP = 0  # the schedule's clock is t, the optimizer steps taken before this step
 UNIT_EPOCH = 1  # the schedule's clock is the epoch index hp[H_EPOCH]
+N_UNITS = 2
 
 # --- hyper-parameter slots (``hp``) -----------------------------------------------------
 H_LR = 0  # base learning rate eta0
@@ -80,11 +96,34 @@ H_T_MAX = 14  # polynomial / cosine horizon (in the schedule's unit)
 H_LR_MIN = 15  # polynomial end / cosine minimum learning rate
 H_WARMUP = 16  # linear warm-up length (in the schedule's unit); 0 = none
 H_EPOCH = 17  # the epoch index (clock of UNIT_EPOCH schedules)
-N_HP = 18
+H_LOSS_PARAM = 18  # the loss's own parameter (e.g. Huber's delta, the epsilon-insensitive margin)
+H_MOMENTUM_DECAY = 19  # NAdam's momentum decay psi
+H_T_0 = 20  # cosine warm restarts: length of the first cycle
+H_T_MULT = 21  # cosine warm restarts: cycle length factor
+H_MAX_LR = 22  # one-cycle peak rate; 0 = the base rate H_LR
+H_PCT_START = 23  # one-cycle: fraction of the horizon H_T_MAX spent rising
+H_DIV_FACTOR = 24  # one-cycle: initial rate = peak / div_factor
+H_FINAL_DIV_FACTOR = 25  # one-cycle: final rate = initial rate / final_div_factor
+H_ANNEAL_LINEAR = 26  # one-cycle: 1 = linear annealing, 0 = cosine
+N_HP = 27
 
 # --- status codes ------------------------------------------------------------------------
 STATUS_OK = 0
 STATUS_NONFINITE = 1
+STATUS_BAD_LOSS = 2  # codes[C_LOSS] out of range
+STATUS_BAD_OPTIMIZER = 3  # codes[C_OPTIMIZER] out of range
+STATUS_BAD_SCHEDULE = 4  # codes[C_SCHEDULE] or codes[C_SCHEDULE_UNIT] out of range
+BAD_CODE_SLOTS = {STATUS_BAD_LOSS: ("loss", C_LOSS), STATUS_BAD_OPTIMIZER: ("optimizer", C_OPTIMIZER),
+                  STATUS_BAD_SCHEDULE: ("schedule", C_SCHEDULE)}
+
+# --- optimizer state slots: state[S_*] (see n_slots) ---------------------------------------
+S_VELOCITY = 0  # SGD with momentum: the momentum buffer
+S_SUM = 0  # AdaGrad: the sum of squared gradients
+S_SQUARE_AVG = 0  # RMSprop: the running average of squared gradients
+S_EXP_AVG = 0  # Adam, Adamax, NAdam: first moment
+S_EXP_AVG_SQ = 1  # Adam, NAdam: second moment
+S_MAX_EXP_AVG_SQ = 2  # AMSGrad: running maximum of the second moment
+S_EXP_INF = 1  # Adamax: exponentially weighted infinity norm
 
 # --- per-sample scratch: rows of ``work`` --------------------------------------------
 WORK_ROWS = 2  # row 0: margins z, row 1: dloss/dz
@@ -98,6 +137,8 @@ def n_slots(optimizer_code, momentum, amsgrad):
         return 1
     if optimizer_code == OPT_ADAM:
         return 3 if amsgrad else 2
+    if optimizer_code in (OPT_ADAMAX, OPT_NADAM):
+        return 2
     raise ValueError(f"unknown optimizer code {optimizer_code}")
 
 
@@ -164,3 +205,51 @@ def sparse_mode(codes, hp):
     if exact:
         return SPARSE_LAZY_EXACT
     return SPARSE_LAZY_APPROX if codes[C_LAZY] else SPARSE_DENSE
+
+
+def state_slots(codes, hp):
+    """:func:`n_slots` of the optimizer the kernel arrays describe."""
+    return n_slots(codes[C_OPTIMIZER], hp[H_MOMENTUM], codes[C_AMSGRAD])
+
+
+def check_buffers(n_rows, n_features, y, sw, coef, state, t, codes, hp, batch_size, grad, work):
+    """Raise ``ValueError`` unless the buffers of an epoch call have the contract's shapes
+    (O(1); the Python-level engines' entry check, as the Cython kernels' compiled one)."""
+    if len(codes) < N_CODES or len(hp) < N_HP:
+        raise ValueError(f"codes / hp have {len(codes)} / {len(hp)} entries; need {N_CODES} / {N_HP}")
+    p1, K = coef.shape
+    if n_features != p1 - 1 or y.shape[0] != n_rows or sw.shape[0] != n_rows:
+        raise ValueError(f"inconsistent shapes: X ({n_rows}, {n_features}), y rows {y.shape[0]}, "
+                         f"sw {sw.shape[0]}, coef ({p1}, {K})")
+    need = K if codes[C_LOSS] == LOSS_SQUARED else 1
+    if y.ndim != 2 or y.shape[1] < need:
+        raise ValueError(f"y has shape {y.shape}; the loss needs ({n_rows}, {need})")
+    if grad.shape != coef.shape:
+        raise ValueError(f"grad has shape {grad.shape}; coef has {coef.shape}")
+    if work.shape[0] < WORK_ROWS or work.shape[1] < K:
+        raise ValueError(f"work has shape {work.shape}; need at least ({WORK_ROWS}, {K})")
+    if 0 <= codes[C_OPTIMIZER] < N_OPTIMIZERS:
+        slots = state_slots(codes, hp)
+        if state.ndim != 3 or state.shape[0] < slots or (state.shape[0] > 0 and state.shape[1:] != coef.shape):
+            raise ValueError(f"state has shape {state.shape}; the optimizer needs ({slots}, {p1}, {K})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if t.shape[0] < 1:
+        raise ValueError("t must have one element")
+
+
+def check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, counters, needs_lazy):
+    """The CSR-specific part of :func:`check_buffers` (``needs_lazy``: see
+    :func:`csr_needs_lazy_buffers`)."""
+    n_rows = indptr.shape[0] - 1
+    if n_rows < 0:
+        raise ValueError("indptr must have at least one element")
+    if indices.shape[0] != data.shape[0] or indptr[n_rows] > data.shape[0]:
+        raise ValueError(f"inconsistent CSR parts: {data.shape[0]} values, {indices.shape[0]} "
+                         f"indices, indptr ends at {indptr[n_rows]}")
+    if needs_lazy and (lazy_work.shape[0] < n_features or lazy_work.shape[1] != LAZY_FIELDS):
+        raise ValueError(f"lazy_work has shape {lazy_work.shape}; need ({n_features}, {LAZY_FIELDS})")
+    if needs_lazy and (index_work.shape[0] < 2 or index_work.shape[1] < n_features + 1):
+        raise ValueError(f"index_work has shape {index_work.shape}; need (2, {n_features + 1})")
+    if counters.shape[0] < N_COUNTERS:
+        raise ValueError(f"counters has {counters.shape[0]} entries; need {N_COUNTERS}")

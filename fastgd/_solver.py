@@ -142,7 +142,7 @@ class Problem:
         return (np.zeros((C.N_CHUNKS, p1, K), dtype=coef.dtype),
                 np.zeros((C.N_CHUNKS, C.WORK_ROWS, K), dtype=coef.dtype), np.zeros(C.N_CHUNKS))
 
-    def full_gradient(self, backend, coef, codes):
+    def full_gradient(self, backend, coef, codes, hp=None):
         """Mean weighted gradient of the loss over the training samples at ``coef``, and the
         weighted loss sum (penalty terms are the caller's)."""
         X = self.X[self.train_idx] if len(self.train_idx) != self.X.shape[0] else self.X
@@ -153,10 +153,10 @@ class Problem:
         if sp.issparse(X) or not _multicore_kernel(backend, "full_gradient_dense"):
             from fastgd._backends import _reference
 
-            loss_sum = _reference.full_gradient(X, y, sw, coef, codes, grad, work)
+            loss_sum = _reference.full_gradient(X, y, sw, coef, codes, grad, work, hp)
         else:
             _fork_safety.note_multicore_run()
-            loss_sum = backend.full_gradient_dense(np.ascontiguousarray(X), y, sw, coef, codes, grad, work)
+            loss_sum = backend.full_gradient_dense(np.ascontiguousarray(X), y, sw, coef, codes, grad, work, hp)
         return grad, loss_sum
 
     def epoch(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers=None,
@@ -253,7 +253,7 @@ def _multicore_kernel(backend, kernel):
 
 def gradient_norm(backend, problem, coef, codes, hp):
     """Norm of the minimal-norm (sub)gradient of the training objective at ``coef``."""
-    grad, _ = problem.full_gradient(backend, coef, codes)
+    grad, _ = problem.full_gradient(backend, coef, codes, hp)
     g = grad.astype(np.float64)
     w = coef[:-1].astype(np.float64)
     g[:-1] += hp[C.H_L2] * w
@@ -409,7 +409,7 @@ def _anneal_on_plateau(ts, s, hp):
 def _non_monotone(settings):
     """True for optimizers with a momentum term, whose loss may rise between epochs at a
     step that converges."""
-    return _has_velocity(settings) or settings.codes[C.C_OPTIMIZER] == C.OPT_ADAM
+    return _has_velocity(settings) or settings.codes[C.C_OPTIMIZER] in (C.OPT_ADAM, C.OPT_ADAMAX, C.OPT_NADAM)
 
 
 def _has_velocity(settings):
@@ -574,6 +574,11 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
             status, loss_sum = s.monitor.run_epoch_by_steps(run_epoch, order, s.batch_size, ts.coef)
         else:
             status, loss_sum = run_epoch(order)
+        if status in C.BAD_CODE_SLOTS:  # found before any work: nothing to restore
+            what, slot = C.BAD_CODE_SLOTS[status]
+            raise ValueError(f"the {getattr(backend, 'name', backend)} backend does not know {what} code "
+                             f"{int(codes[slot])} (codes {codes.tolist()}): an optimizer, loss or schedule "
+                             "missing from this backend, or a stale build of it.")
         with np.errstate(over="ignore", invalid="ignore"):
             loss = loss_sum / n_train + penalty
         problem_found = nonfinite_epoch(status, loss, ts, hp[C.H_LR], rows)

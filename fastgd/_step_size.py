@@ -33,12 +33,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from fastgd import _contract as C
+from fastgd._backends import _fork_safety
+from fastgd._solver import _multicore_kernel
 
 # Bound on d^2 loss / d z^2 per loss (see the module docstring).
 CURVATURE = {C.LOSS_SQUARED: 2.0, C.LOSS_LOG: 0.25, C.LOSS_SOFTMAX: 0.5}
 
 # learning_rate="auto" for the adaptive optimizers: torch.optim's defaults.
-ADAPTIVE_DEFAULTS = {C.OPT_ADAGRAD: 1e-2, C.OPT_RMSPROP: 1e-2, C.OPT_ADAM: 1e-3}
+ADAPTIVE_DEFAULTS = {C.OPT_ADAGRAD: 1e-2, C.OPT_RMSPROP: 1e-2, C.OPT_ADAM: 1e-3, C.OPT_ADAMAX: 2e-3,
+                     C.OPT_NADAM: 2e-3}
 
 # Power iteration stops when successive estimates agree to POWER_RTOL: a step from an estimate
 # a few per cent low is still well inside gradient descent's stability limit 2/L, and a rise
@@ -78,7 +81,7 @@ def gram_top_eigenvalue(X, sw, backend=None, n_iter=POWER_ITERATIONS, rtol=POWER
     dtype = X.dtype
     v = np.random.default_rng(seed).random(p + 1) + 0.5  # positive start: overlaps the top eigenvector
     v /= np.linalg.norm(v)
-    if sp.issparse(X) or backend is None or not hasattr(backend, "full_gradient_dense"):
+    if sp.issparse(X) or backend is None or not _multicore_kernel(backend, "full_gradient_dense"):
         def gram_times(u):
             z = X @ u[:-1] + u[-1]
             wz = sw * z
@@ -90,6 +93,8 @@ def gram_top_eigenvalue(X, sw, backend=None, n_iter=POWER_ITERATIONS, rtol=POWER
         work = np.zeros((C.WORK_ROWS, 1), dtype=dtype)
         codes = np.zeros(C.N_CODES, dtype=np.int64)
         codes[C.C_LOSS] = C.LOSS_SQUARED
+
+        _fork_safety.note_multicore_run()
 
         def gram_times(u):
             coef[:, 0] = u

@@ -12,7 +12,10 @@ mini-batch gradient (after clipping, plus the coupled L2 term ``l2 * w`` on the 
 of this step.
 
 Strings name the defaults, for grid search: ``"sgd"``, ``"momentum"``, ``"nesterov"``,
-``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"amsgrad"``, ``"adamw"``.
+``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"amsgrad"``, ``"adamw"``, ``"adamax"``, ``"nadam"``.
+
+``eps`` must be positive: with ``eps = 0`` a parameter whose gradient has been 0 so far (the
+weight of a constant feature, say) would divide 0 by 0.
 """
 
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ import numpy as np
 
 from fastgd import _contract as C
 
-__all__ = ["SGD", "AdaGrad", "RMSprop", "Adam", "AdamW", "Optimizer", "get_optimizer"]
+__all__ = ["SGD", "AdaGrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "Optimizer", "get_optimizer"]
 
 
 def _check(name, value, low, high=None, low_open=False):
@@ -36,6 +39,14 @@ def _check(name, value, low, high=None, low_open=False):
         if high is not None:
             bound += f" and < {high}"
         raise ValueError(f"{name} must be a finite number {bound}; got {value!r}.")
+
+
+def _check_eps(name, value):
+    if isinstance(value, Real) and not isinstance(value, bool) and value == 0:
+        raise ValueError(f"{name} must be > 0; got 0. With eps = 0 a parameter whose gradient has been 0 so "
+                         "far (e.g. the weight of a constant feature) divides 0 by 0; use a small positive "
+                         "eps such as 1e-8.")
+    _check(name, value, 0.0, low_open=True)
 
 
 class Optimizer:
@@ -96,7 +107,7 @@ class SGD(Optimizer):
 
     def update(self, w, g, state, lr, k, n_decay):
         if self.momentum > 0:
-            v = state[0]
+            v = state[C.S_VELOCITY]
             v *= self.momentum
             v += g
             w -= lr * (g + self.momentum * v) if self.nesterov else lr * v
@@ -122,7 +133,7 @@ class AdaGrad(Optimizer):
     code = C.OPT_ADAGRAD
 
     def __post_init__(self):
-        _check("AdaGrad eps", self.eps, 0.0)
+        _check_eps("AdaGrad eps", self.eps)
         _check("AdaGrad initial_accumulator", self.initial_accumulator, 0.0)
 
     def init_state(self, shape, dtype):
@@ -133,7 +144,7 @@ class AdaGrad(Optimizer):
         hp[C.H_EPS] = self.eps
 
     def update(self, w, g, state, lr, k, n_decay):
-        s = state[0]
+        s = state[C.S_SUM]
         s += g * g
         w -= lr * g / (np.sqrt(s) + self.eps)
 
@@ -158,7 +169,7 @@ class RMSprop(Optimizer):
 
     def __post_init__(self):
         _check("RMSprop rho", self.rho, 0.0, 1.0)
-        _check("RMSprop eps", self.eps, 0.0)
+        _check_eps("RMSprop eps", self.eps)
 
     def encode(self, codes, hp):
         super().encode(codes, hp)
@@ -166,7 +177,7 @@ class RMSprop(Optimizer):
         hp[C.H_EPS] = self.eps
 
     def update(self, w, g, state, lr, k, n_decay):
-        a = state[0]
+        a = state[C.S_SQUARE_AVG]
         a *= self.rho
         a += (1.0 - self.rho) * g * g
         w -= lr * g / (np.sqrt(a) + self.eps)
@@ -198,7 +209,7 @@ class Adam(Optimizer):
     def __post_init__(self):
         _check("Adam beta1", self.beta1, 0.0, 1.0)
         _check("Adam beta2", self.beta2, 0.0, 1.0)
-        _check("Adam eps", self.eps, 0.0)
+        _check_eps("Adam eps", self.eps)
 
     def _weight_decay(self):
         return 0.0
@@ -215,14 +226,15 @@ class Adam(Optimizer):
         wd = self._weight_decay()
         if wd > 0:
             w[:n_decay] *= 1.0 - lr * wd
-        m, v = state[0], state[1]
+        m, v = state[C.S_EXP_AVG], state[C.S_EXP_AVG_SQ]
         m *= self.beta1
         m += (1.0 - self.beta1) * g
         v *= self.beta2
         v += (1.0 - self.beta2) * g * g
         if self.amsgrad:
-            np.maximum(state[2], v, out=state[2])
-            v = state[2]
+            vmax = state[C.S_MAX_EXP_AVG_SQ]
+            np.maximum(vmax, v, out=vmax)
+            v = vmax
         bc1 = 1.0 - self.beta1**k
         bc2 = 1.0 - self.beta2**k
         w -= (lr / bc1) * m / (np.sqrt(v) / np.sqrt(bc2) + self.eps)
@@ -251,6 +263,111 @@ class AdamW(Adam):
         return self.weight_decay
 
 
+@dataclass(frozen=True)
+class Adamax(Optimizer):
+    r"""Adamax (Kingma & Ba; PyTorch's ``Adamax``): Adam with the second moment replaced by an
+    exponentially weighted infinity norm::
+
+        m <- beta1 * m + (1 - beta1) * g
+        u <- max(beta2 * u, |g| + eps)
+        w <- w - (eta / (1 - beta1**k)) * m / u
+
+    Parameters
+    ----------
+    beta1 : float, default=0.9
+    beta2 : float, default=0.999
+    eps : float, default=1e-8
+    """
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    code = C.OPT_ADAMAX
+
+    def __post_init__(self):
+        _check("Adamax beta1", self.beta1, 0.0, 1.0)
+        _check("Adamax beta2", self.beta2, 0.0, 1.0)
+        _check_eps("Adamax eps", self.eps)
+
+    def encode(self, codes, hp):
+        super().encode(codes, hp)
+        hp[C.H_BETA1] = self.beta1
+        hp[C.H_BETA2] = self.beta2
+        hp[C.H_EPS] = self.eps
+
+    def update(self, w, g, state, lr, k, n_decay):
+        m, u = state[C.S_EXP_AVG], state[C.S_EXP_INF]
+        m *= self.beta1
+        m += (1.0 - self.beta1) * g
+        np.maximum(self.beta2 * u, np.abs(g) + self.eps, out=u)
+        w -= (lr / (1.0 - self.beta1**k)) * m / u
+
+
+@dataclass(frozen=True)
+class NAdam(Optimizer):
+    r"""NAdam: Adam with Nesterov momentum (Dozat; PyTorch's ``NAdam``). The momentum
+    coefficient of step ``k`` is ``mu_k = beta1 * (1 - 0.5 * 0.96 ** (k * momentum_decay))``
+    and ``P_k = mu_1 * ... * mu_k``::
+
+        m <- beta1 * m + (1 - beta1) * g
+        v <- beta2 * v + (1 - beta2) * g**2
+        d = sqrt(v / (1 - beta2**k)) + eps
+        w <- w - eta * (1 - mu_k) / (1 - P_k) * g / d
+        w <- w - eta * mu_{k+1} / (1 - P_k * mu_{k+1}) * m / d
+
+    Parameters
+    ----------
+    beta1 : float, default=0.9
+    beta2 : float, default=0.999
+    eps : float, default=1e-8
+    momentum_decay : float, default=0.004
+    """
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    momentum_decay: float = 0.004
+    code = C.OPT_NADAM
+
+    def __post_init__(self):
+        _check("NAdam beta1", self.beta1, 0.0, 1.0)
+        _check("NAdam beta2", self.beta2, 0.0, 1.0)
+        _check_eps("NAdam eps", self.eps)
+        _check("NAdam momentum_decay", self.momentum_decay, 0.0)
+
+    def encode(self, codes, hp):
+        super().encode(codes, hp)
+        hp[C.H_BETA1] = self.beta1
+        hp[C.H_BETA2] = self.beta2
+        hp[C.H_EPS] = self.eps
+        hp[C.H_MOMENTUM_DECAY] = self.momentum_decay
+
+    def _mu(self, k):
+        return self.beta1 * (1.0 - 0.5 * 0.96 ** (k * self.momentum_decay))
+
+    def _mu_product(self, k):
+        """``P_k``, multiplied in step order (as torch keeps it), memoised."""
+        products = _NADAM_PRODUCTS.setdefault((self.beta1, self.momentum_decay), [1.0])
+        while len(products) <= k and products[-1] != 0.0:
+            products.append(products[-1] * self._mu(len(products)))
+        return products[k] if k < len(products) else 0.0  # (after it underflowed to 0)
+
+    def update(self, w, g, state, lr, k, n_decay):
+        m, v = state[C.S_EXP_AVG], state[C.S_EXP_AVG_SQ]
+        m *= self.beta1
+        m += (1.0 - self.beta1) * g
+        v *= self.beta2
+        v += (1.0 - self.beta2) * g * g
+        d = np.sqrt(v / (1.0 - self.beta2**k)) + self.eps
+        mu, mu_next, prod = self._mu(k), self._mu(k + 1), self._mu_product(k)
+        w -= (lr * (1.0 - mu) / (1.0 - prod)) * g / d
+        w -= (lr * mu_next / (1.0 - prod * mu_next)) * m / d
+
+
+# NAdam's momentum products by (beta1, momentum_decay): P_0 = 1, P_1, ... (the reference's cache)
+_NADAM_PRODUCTS = {}
+
+
 _BY_NAME = {
     "sgd": SGD(),
     "momentum": SGD(momentum=0.9),
@@ -260,6 +377,8 @@ _BY_NAME = {
     "adam": Adam(),
     "amsgrad": Adam(amsgrad=True),
     "adamw": AdamW(),
+    "adamax": Adamax(),
+    "nadam": NAdam(),
 }
 OPTIMIZER_NAMES = tuple(_BY_NAME)
 
@@ -272,7 +391,7 @@ def get_optimizer(optimizer):
         return _BY_NAME[optimizer]
     raise ValueError(
         f"optimizer must be one of {sorted(_BY_NAME)} or an instance of fastgd.optim "
-        f"(SGD, AdaGrad, RMSprop, Adam, AdamW); got {optimizer!r}."
+        f"(SGD, AdaGrad, RMSprop, Adam, AdamW, Adamax, NAdam); got {optimizer!r}."
     )
 
 
@@ -290,4 +409,9 @@ def decode(codes, hp):
                   amsgrad=bool(codes[C.C_AMSGRAD]))
         wd = float(hp[C.H_WEIGHT_DECAY])
         return AdamW(weight_decay=wd, **kw) if wd > 0 else Adam(**kw)
+    if code == C.OPT_ADAMAX:
+        return Adamax(beta1=float(hp[C.H_BETA1]), beta2=float(hp[C.H_BETA2]), eps=float(hp[C.H_EPS]))
+    if code == C.OPT_NADAM:
+        return NAdam(beta1=float(hp[C.H_BETA1]), beta2=float(hp[C.H_BETA2]), eps=float(hp[C.H_EPS]),
+                     momentum_decay=float(hp[C.H_MOMENTUM_DECAY]))
     raise ValueError(f"unknown optimizer code {code}")

@@ -8,7 +8,8 @@ plots and tests) and compiled into the kernels from the codes it writes into the
 contract.
 
 Strings name the defaults, for grid search: ``"constant"``, ``"step"``, ``"exponential"``,
-``"polynomial"``, ``"cosine"``, ``"invscaling"``, ``"plateau"``.
+``"polynomial"``, ``"cosine"``, ``"invscaling"``, ``"cosine_restarts"``, ``"one_cycle"``,
+``"plateau"``.
 
 Linear warm-up goes in front of any schedule with :class:`Warmup`.
 """
@@ -23,7 +24,8 @@ from fastgd import _contract as C
 
 __all__ = [
     "Schedule", "Constant", "StepDecay", "ExponentialDecay", "PolynomialDecay",
-    "CosineAnnealing", "InverseScaling", "Warmup", "ReduceLROnPlateau", "get_schedule",
+    "CosineAnnealing", "InverseScaling", "CosineWarmRestarts", "OneCycle", "Warmup", "ReduceLROnPlateau",
+    "get_schedule",
 ]
 
 _UNITS = {"step": C.UNIT_STEP, "epoch": C.UNIT_EPOCH}
@@ -248,6 +250,138 @@ class InverseScaling(Schedule):
 
 
 @dataclass(frozen=True)
+class CosineWarmRestarts(Schedule):
+    """Cosine annealing with warm restarts (SGDR; PyTorch's ``CosineAnnealingWarmRestarts``
+    stepped once per clock tick). Cycle ``i`` lasts ``T_i = T_0 * T_mult ** i`` ticks; at tick
+    ``T_cur`` of its cycle::
+
+        eta = lr_min + (eta0 - lr_min) * (1 + cos(pi * T_cur / T_i)) / 2
+
+    Parameters
+    ----------
+    T_0 : int, default=10
+        Length of the first cycle.
+    T_mult : int, default=1
+        Factor by which each cycle is longer than the previous one.
+    lr_min : float, default=0.0
+    unit : {"step", "epoch"}, default="epoch"
+    """
+
+    T_0: int = 10
+    T_mult: int = 1
+    lr_min: float = 0.0
+    unit: str = "epoch"
+    code = C.SCHED_COSINE_RESTARTS
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_positive("CosineWarmRestarts T_0", self.T_0, integer=True)
+        _check_positive("CosineWarmRestarts T_mult", self.T_mult, integer=True)
+        _check_positive("CosineWarmRestarts lr_min", self.lr_min, allow_zero=True)
+
+    def _position(self, c):
+        """``(T_cur, T_i)`` of each clock value in ``c``: the restarts walked in O(log c)."""
+        t_cur = np.floor(np.asarray(c, dtype=np.float64))
+        t_i = np.full_like(t_cur, float(self.T_0))
+        if self.T_mult == 1:
+            return np.mod(t_cur, self.T_0), t_i
+        over = t_cur >= t_i
+        while np.any(over):
+            t_cur = np.where(over, t_cur - t_i, t_cur)
+            t_i = np.where(over, t_i * self.T_mult, t_i)
+            over = t_cur >= t_i
+        return t_cur, t_i
+
+    def _base(self, eta0, c):
+        t_cur, t_i = self._position(c)
+        return self.lr_min + (eta0 - self.lr_min) * (1.0 + np.cos(np.pi * t_cur / t_i)) / 2.0
+
+    def encode(self, codes, hp):
+        super().encode(codes, hp)
+        hp[C.H_T_0] = self.T_0
+        hp[C.H_T_MULT] = self.T_mult
+        hp[C.H_LR_MIN] = self.lr_min
+
+
+@dataclass(frozen=True)
+class OneCycle(Schedule):
+    """The one-cycle policy (Smith; PyTorch's ``OneCycleLR`` with two phases, learning rate
+    only) over ``total_steps`` ticks: from ``max_lr / div_factor`` up to ``max_lr`` during the
+    first ``pct_start * total_steps - 1`` ticks, then down to ``max_lr / (div_factor *
+    final_div_factor)`` at tick ``total_steps - 1``, by cosine (``anneal="cos"``) or linear
+    annealing; the rate stays there afterwards. (With ``pct_start * total_steps <= 1`` the
+    rise is empty, as in torch, which however fails when it is exactly 1.)
+
+    Parameters
+    ----------
+    max_lr : float or None, default=None
+        The peak rate; None means the estimator's ``learning_rate``.
+    pct_start : float, default=0.3
+    anneal : {"cos", "linear"}, default="cos"
+    div_factor : float, default=25.0
+    final_div_factor : float, default=1e4
+    total_steps : int or None, default=None
+        Horizon; None means the whole fit (``max_iter`` epochs of optimizer steps).
+    """
+
+    max_lr: float = None
+    pct_start: float = 0.3
+    anneal: str = "cos"
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    total_steps: int = None
+    unit: str = "step"
+    code = C.SCHED_ONE_CYCLE
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_lr is not None:
+            _check_positive("OneCycle max_lr", self.max_lr)
+        if not (isinstance(self.pct_start, Real) and 0 < self.pct_start < 1):
+            raise ValueError(f"OneCycle pct_start must be a number in (0, 1); got {self.pct_start!r}.")
+        if self.anneal not in ("cos", "linear"):
+            raise ValueError(f"OneCycle anneal must be 'cos' or 'linear'; got {self.anneal!r}.")
+        _check_positive("OneCycle div_factor", self.div_factor)
+        _check_positive("OneCycle final_div_factor", self.final_div_factor)
+        if self.total_steps is not None:
+            _check_positive("OneCycle total_steps", self.total_steps, integer=True)
+
+    def needs_horizon(self):
+        return self.total_steps is None
+
+    def with_horizon(self, total):
+        return replace(self, total_steps=max(int(total), 1)) if self.total_steps is None else self
+
+    def _base(self, eta0, c):
+        if self.total_steps is None:
+            raise RuntimeError("the schedule horizon must be resolved before use")
+        peak = eta0 if self.max_lr is None else self.max_lr
+        initial = peak / self.div_factor
+        total = float(self.total_steps)
+        up = self.pct_start * total - 1.0
+        c = np.minimum(np.asarray(c, dtype=np.float64), total - 1.0)
+        rising = c <= up
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pct = np.where(rising, np.where(up > 0, c / up, 1.0), (c - up) / (total - 1.0 - up))
+        start = np.where(rising, initial, peak)
+        end = np.where(rising, peak, initial / self.final_div_factor)
+        if self.anneal == "linear":
+            return (end - start) * pct + start
+        return end + (start - end) / 2.0 * (np.cos(np.pi * pct) + 1.0)
+
+    def encode(self, codes, hp):
+        super().encode(codes, hp)
+        if self.total_steps is None:
+            raise RuntimeError("the schedule horizon must be resolved before encoding")
+        hp[C.H_T_MAX] = self.total_steps
+        hp[C.H_MAX_LR] = 0.0 if self.max_lr is None else self.max_lr
+        hp[C.H_PCT_START] = self.pct_start
+        hp[C.H_DIV_FACTOR] = self.div_factor
+        hp[C.H_FINAL_DIV_FACTOR] = self.final_div_factor
+        hp[C.H_ANNEAL_LINEAR] = 1.0 if self.anneal == "linear" else 0.0
+
+
+@dataclass(frozen=True)
 class Warmup(Schedule):
     """Linear warm-up in front of another schedule, in that schedule's unit::
 
@@ -384,6 +518,8 @@ _BY_NAME = {
     "polynomial": PolynomialDecay(),
     "cosine": CosineAnnealing(),
     "invscaling": InverseScaling(),
+    "cosine_restarts": CosineWarmRestarts(),
+    "one_cycle": OneCycle(),
     "plateau": ReduceLROnPlateau(),
 }
 SCHEDULE_NAMES = tuple(_BY_NAME)
@@ -416,6 +552,29 @@ def decode_lr(codes, hp, t, epoch):
         lr = hp[C.H_LR_MIN] + (eta0 - hp[C.H_LR_MIN]) * 0.5 * (1.0 + math.cos(math.pi * f))
     elif code == C.SCHED_INVSCALING:
         lr = eta0 / (c + 1.0) ** hp[C.H_POWER]
+    elif code == C.SCHED_COSINE_RESTARTS:
+        # walk the cycles as torch's scheduler does, one restart at a time
+        t_cur, t_i = math.floor(c), hp[C.H_T_0]
+        if hp[C.H_T_MULT] == 1:
+            t_cur %= t_i
+        while t_cur >= t_i:
+            t_cur, t_i = t_cur - t_i, t_i * hp[C.H_T_MULT]
+        lr = hp[C.H_LR_MIN] + (eta0 - hp[C.H_LR_MIN]) * (1.0 + math.cos(math.pi * t_cur / t_i)) / 2.0
+    elif code == C.SCHED_ONE_CYCLE:
+        total = hp[C.H_T_MAX]
+        peak = hp[C.H_MAX_LR] if hp[C.H_MAX_LR] > 0 else eta0
+        up_end = hp[C.H_PCT_START] * total - 1.0  # torch's phase boundaries: 0, up_end, total - 1
+        initial = peak / hp[C.H_DIV_FACTOR]
+        c = min(c, total - 1.0)
+        if c <= up_end:
+            start, end, pct = initial, peak, (c / up_end if up_end > 0 else 1.0)
+        else:
+            start, end = peak, initial / hp[C.H_FINAL_DIV_FACTOR]
+            pct = (c - up_end) / (total - 1.0 - up_end)
+        if hp[C.H_ANNEAL_LINEAR]:
+            lr = (end - start) * pct + start
+        else:
+            lr = end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
     else:
         raise ValueError(f"unknown schedule code {code}")
     return hp[C.H_LR_SCALE] * lr

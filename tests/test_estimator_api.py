@@ -213,7 +213,7 @@ def test_coef_shapes_regression():
     reg = LinearRegression(max_iter=5, tol=None).fit(X, y)
     assert reg.coef_.shape == (4,)
     assert np.ndim(reg.intercept_) == 0
-    assert float(reg.intercept_) == pytest.approx(float(reg.intercept_))
+    assert isinstance(reg.intercept_, (float, np.floating)) and np.isfinite(reg.intercept_)
     assert reg.predict(X).shape == (len(y),)
     assert_allclose(reg.predict(X), X @ reg.coef_ + reg.intercept_, rtol=1e-12)
 

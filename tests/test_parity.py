@@ -36,22 +36,28 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fastgd import LinearRegression, LogisticRegression
 from fastgd._backends import available
-from fastgd.schedules import CosineAnnealing, ReduceLROnPlateau, StepDecay, Warmup
+from fastgd.optim import OPTIMIZER_NAMES
+from fastgd.schedules import (
+    SCHEDULE_NAMES, CosineAnnealing, CosineWarmRestarts, OneCycle, ReduceLROnPlateau, StepDecay, Warmup,
+)
 
 COMPILED_BACKENDS = ["numba"] + (["cython"] if available("cython") else [])
 
-OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "amsgrad", "adamw"]
+OPTIMIZERS = list(OPTIMIZER_NAMES)
 # Every schedule string, plus objects. Warm-up is 5 steps (the default 100 would cover the
 # whole 3-epoch run and never reach the cosine part); the step-unit StepDecay drops every 2
 # steps so that even full-batch runs (3 steps) see a drop. The aggressive plateau schedule
 # makes the between-epoch multiplier H_LR_SCALE actually change within 3 epochs (the
 # "plateau" string, patience 10, never fires in 3 epochs).
-SCHEDULES = [
-    "constant", "step", "exponential", "polynomial", "cosine", "invscaling", "plateau",
+# Restarts every 2 and then 4 steps, so that a run of a few steps sees a restart; the linear
+# one-cycle with its peak above the base rate.
+SCHEDULES = list(SCHEDULE_NAMES) + [
     Warmup(CosineAnnealing(), warmup=5),
     StepDecay(step_size=2, unit="step"),
     StepDecay(step_size=1, gamma=0.7),  # epoch unit, drops every epoch
     ReduceLROnPlateau(factor=0.5, patience=0, threshold=0.9),
+    CosineWarmRestarts(T_0=2, T_mult=2, lr_min=0.01, unit="step"),
+    OneCycle(max_lr=0.2, pct_start=0.4, anneal="linear", div_factor=5.0, final_div_factor=10.0),
 ]
 PENALTIES = [None, "l2", "l1", "elasticnet"]
 
@@ -244,7 +250,7 @@ def test_features_change_the_trajectory():
                 penalty=None, batch_size=7, clip_norm=None, weighted=False)
     ref = _fit("numpy", **base).coef_
     for change in [dict(clip_norm=0.5), dict(weighted=True), dict(penalty="l2"), dict(penalty="l1"),
-                   dict(schedule=SCHEDULES[7]), dict(schedule=SCHEDULES[8]), dict(schedule=SCHEDULES[10])]:
+                   *[dict(schedule=s) for s in SCHEDULES if not isinstance(s, str)]]:
         other = _fit("numpy", **{**base, **change}).coef_
         assert not np.allclose(other, ref, rtol=1e-6, atol=0), change
 

@@ -17,8 +17,8 @@ from fastgd import LinearRegression
 from fastgd import _contract as C
 from fastgd._backends import _numba
 from fastgd.schedules import (
-    Constant, CosineAnnealing, ExponentialDecay, InverseScaling, PolynomialDecay, ReduceLROnPlateau,
-    StepDecay, Warmup, decode_lr, get_schedule,
+    SCHEDULE_NAMES, Constant, CosineAnnealing, CosineWarmRestarts, ExponentialDecay, InverseScaling, OneCycle,
+    PolynomialDecay, ReduceLROnPlateau, StepDecay, Warmup, decode_lr, get_schedule,
 )
 
 ETA0 = 0.3
@@ -47,6 +47,20 @@ def formula(schedule, eta0, c):
         return schedule.lr_min + (eta0 - schedule.lr_min) * (1 + math.cos(math.pi * frac)) / 2
     if isinstance(schedule, InverseScaling):
         return eta0 / (c + 1) ** schedule.power_t
+    if isinstance(schedule, CosineWarmRestarts):
+        start, length = 0, schedule.T_0  # cycle i: [start, start + T_0 * T_mult**i)
+        while c >= start + length:
+            start, length = start + length, length * schedule.T_mult
+        return schedule.lr_min + (eta0 - schedule.lr_min) * (1 + math.cos(math.pi * (c - start) / length)) / 2
+    if isinstance(schedule, OneCycle):
+        peak = eta0 if schedule.max_lr is None else schedule.max_lr
+        low, end = peak / schedule.div_factor, peak / schedule.div_factor / schedule.final_div_factor
+        top, last = schedule.pct_start * schedule.total_steps - 1, schedule.total_steps - 1
+        c = min(c, last)
+        a, b, frac = (low, peak, c / top) if c <= top else (peak, end, (c - top) / (last - top))
+        if schedule.anneal == "linear":
+            return a + (b - a) * frac
+        return b + (a - b) * (1 + math.cos(math.pi * frac)) / 2
     raise AssertionError(f"no formula for {schedule!r}")
 
 
@@ -131,8 +145,7 @@ def test_schedules_are_not_all_the_same():
 
 
 # --- string names and horizons --------------------------------------------------------------
-@pytest.mark.parametrize("name", ["constant", "step", "exponential", "polynomial", "cosine", "invscaling",
-                                  "plateau"])
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
 def test_named_schedules(name):
     s = get_schedule(name).with_horizon(30)
     expected = [formula(s, ETA0, c) for c in CLOCKS]
@@ -311,3 +324,70 @@ def test_plateau_estimator_matches_independent_loop(batch_size):
     assert_allclose(reg.loss_curve_, curve, rtol=1e-12)
     assert_allclose(reg.coef_, w, rtol=1e-12)
     assert_allclose(reg.intercept_, b, rtol=1e-12)
+
+
+# --- schedules defined by PyTorch's schedulers: their trajectories, stepped once per tick ------
+def _torch_rates(make_scheduler, n, eta0=ETA0):
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=eta0)
+    scheduler = make_scheduler(torch, opt)
+    rates = []
+    for k in range(n):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if k < n - 1:
+            scheduler.step()
+    return np.array(rates)
+
+
+TORCH_SCHEDULES = [
+    (CosineWarmRestarts(T_0=3, T_mult=1, lr_min=0.01, unit="step"),
+     lambda torch, opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=1, eta_min=0.01)),
+    (CosineWarmRestarts(T_0=2, T_mult=2, unit="step"),
+     lambda torch, opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2)),
+    (CosineWarmRestarts(T_0=1, T_mult=3, lr_min=0.05, unit="epoch"),
+     lambda torch, opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=1, T_mult=3, eta_min=0.05)),
+    (OneCycle(total_steps=40),
+     lambda torch, opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ETA0, total_steps=40, cycle_momentum=False)),
+    (OneCycle(max_lr=0.5, pct_start=0.25, anneal="linear", div_factor=10.0, final_div_factor=100.0, total_steps=40),
+     lambda torch, opt: torch.optim.lr_scheduler.OneCycleLR(
+         opt, max_lr=0.5, total_steps=40, pct_start=0.25, anneal_strategy="linear", div_factor=10.0,
+         final_div_factor=100.0, cycle_momentum=False)),
+    (OneCycle(pct_start=0.5, total_steps=7),  # a short horizon: 3 ticks up, 3 down
+     lambda torch, opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ETA0, total_steps=7, pct_start=0.5,
+                                                            cycle_momentum=False)),
+]
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+@pytest.mark.parametrize("schedule, make_scheduler", TORCH_SCHEDULES, ids=[repr(s) for s, _ in TORCH_SCHEDULES])
+def test_torch_defined_schedules_follow_torch(schedule, make_scheduler, scale):
+    """Python formula, reference decoding and compiled kernel each reproduce torch's rates."""
+    n = min(len(CLOCKS), getattr(schedule, "total_steps", None) or len(CLOCKS))
+    want = _torch_rates(make_scheduler, n)
+    assert_allclose(schedule.lr(ETA0, np.arange(n)), want, rtol=1e-13, atol=0)
+    ref, nb = _kernel_rates(schedule, scale)
+    assert_allclose(ref[:n], scale * want, rtol=1e-13, atol=0)
+    assert_allclose(nb[:n], scale * want, rtol=1e-13, atol=0)
+
+
+def test_one_cycle_stays_at_its_final_rate_after_the_horizon():
+    sched = OneCycle(total_steps=10)
+    ref, nb = _kernel_rates(sched)
+    final = ETA0 / sched.div_factor / sched.final_div_factor
+    assert_allclose(ref[9:], final, rtol=1e-13)
+    assert_allclose(nb[9:], final, rtol=1e-13)
+
+
+def test_new_schedules_resolve_their_horizon_from_the_fit():
+    X, y = _regression()
+    reg = LinearRegression(optimizer="sgd", learning_rate=0.1, batch_size=BATCH, max_iter=4, tol=None,
+                           schedule="one_cycle", shuffle=False).fit(X, y)
+    steps = reg.t_
+    w, b = _hand_sgd(X, y, lambda t, epoch: float(OneCycle(total_steps=steps).lr(0.1, t)), 4, BATCH)
+    assert_allclose(reg.coef_, w, rtol=1e-12)
+    assert_allclose(reg.intercept_, b, rtol=1e-12)
+    restarts = LinearRegression(optimizer="sgd", learning_rate=0.1, batch_size=BATCH, max_iter=4, tol=None,
+                                schedule=CosineWarmRestarts(T_0=1, T_mult=2), shuffle=False).fit(X, y)
+    w, b = _hand_sgd(X, y, lambda t, epoch: float(CosineWarmRestarts(T_0=1, T_mult=2).lr(0.1, epoch)), 4, BATCH)
+    assert_allclose(restarts.coef_, w, rtol=1e-12)

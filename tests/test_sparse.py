@@ -13,11 +13,12 @@ from fastgd import LinearRegression, LogisticRegression
 from fastgd import _contract as C
 from fastgd._backends import available, get_backend
 from fastgd.datasets import dump_svmlight, load_svmlight, make_sparse_classification
+from fastgd.optim import OPTIMIZER_NAMES
 from fastgd.schedules import StepDecay, Warmup
 
 COMPILED = ["numba"] + (["cython"] if available("cython") else [])
 BACKENDS = ["numpy"] + COMPILED
-OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "amsgrad", "adamw"]
+OPTIMIZERS = list(OPTIMIZER_NAMES)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import torch.nn.functional as F  # noqa: E402
 from numpy.testing import assert_allclose  # noqa: E402
 
 from fastgd import LinearRegression, LogisticRegression  # noqa: E402
-from fastgd.optim import SGD, AdaGrad, Adam, AdamW, RMSprop  # noqa: E402
-from fastgd.schedules import CosineAnnealing, StepDecay, Warmup  # noqa: E402
+from fastgd.optim import OPTIMIZER_NAMES, SGD, AdaGrad, Adam, Adamax, AdamW, NAdam, RMSprop  # noqa: E402
+from fastgd.schedules import CosineAnnealing, CosineWarmRestarts, OneCycle, StepDecay, Warmup  # noqa: E402
 
 N, P, EPOCHS, LR = 20, 4, 3, 0.05
 
@@ -39,7 +39,16 @@ OPTIMIZERS = {
                 lambda g, lr: torch.optim.Adam(g, lr=lr, betas=(0.8, 0.95), eps=1e-6, amsgrad=True)),
     "adamw": (AdamW(beta1=0.8, beta2=0.95, eps=1e-6, weight_decay=0.3),
               lambda g, lr: torch.optim.AdamW(g, lr=lr, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.3)),
+    "adamax": (Adamax(beta1=0.8, beta2=0.95, eps=1e-6),
+               lambda g, lr: torch.optim.Adamax(g, lr=lr, betas=(0.8, 0.95), eps=1e-6)),
+    # a large momentum_decay, so that the mu-product schedule moves within a few steps
+    "nadam": (NAdam(beta1=0.8, beta2=0.95, eps=1e-6, momentum_decay=0.05),
+              lambda g, lr: torch.optim.NAdam(g, lr=lr, betas=(0.8, 0.95), eps=1e-6, momentum_decay=0.05)),
 }
+
+
+def test_every_registered_optimizer_is_checked_against_torch():
+    assert set(OPTIMIZERS) == set(OPTIMIZER_NAMES)
 LOSSES = ["mse_1d", "mse_3", "bce", "cross_entropy"]
 L2 = 0.2
 
@@ -65,6 +74,17 @@ def torch_train(X, y, loss, optimizer, batch_size, l2=0.0, clip_norm=None, sw=No
     """Plain torch training loop; returns (W (P, K), b (K,)) as NumPy arrays and the learning
     curve: per epoch, the running training loss (each batch at the parameters before its
     step, weighted by its size) plus the coupled L2 penalty at the epoch's start."""
+    # float64 throughout, the optimizers' scalar state too (NAdam's mu product follows the
+    # default dtype)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return _torch_train(X, y, loss, optimizer, batch_size, l2, clip_norm, sw, schedule, epochs, lr)
+    finally:
+        torch.set_default_dtype(default_dtype)
+
+
+def _torch_train(X, y, loss, optimizer, batch_size, l2, clip_norm, sw, schedule, epochs, lr):
     X_t = torch.tensor(X, dtype=torch.float64)
     K = {"mse_1d": 1, "mse_3": 3, "bce": 1, "cross_entropy": 3}[loss]
     W = torch.zeros((X.shape[1], K), dtype=torch.float64, requires_grad=True)
@@ -163,12 +183,14 @@ SCHEDULES = [
     Warmup(CosineAnnealing(T_max=30), warmup=10),  # warm-up, cosine, then flat at 0 (b1)
     Warmup(CosineAnnealing(T_max=5, lr_min=0.01), warmup=3),
     StepDecay(step_size=4, gamma=0.5, unit="step"),
+    CosineWarmRestarts(T_0=2, T_mult=2, lr_min=0.01, unit="step"),
+    OneCycle(max_lr=0.1, pct_start=0.4, total_steps=9),
 ]
 
 
 @pytest.mark.parametrize("batch_size", [1, 7], ids=["b1", "b7"])
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=repr)
-@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "rmsprop", "adam", "adamw"])
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "rmsprop", "adam", "adamw", "adamax", "nadam"])
 def test_per_step_schedule_equals_torch(optimizer, schedule, batch_size):
     X, y, _ = _data("mse_3")
     _compare(fastgd_train(X, y, "mse_3", optimizer, batch_size, L2, None, schedule=schedule),

@@ -7,12 +7,17 @@ compiled kernels (fused per-sample SGD, single- or multi-output batch loops, the
 paths): each is compiled on first use for the dtypes it meets and cached on disk
 (``cache=True``), so a fit compiles only what it uses and a second process pays only the
 cache load. ``epoch_dense_chunked`` sums large batches on all cores (``prange``).
+
+Every kernel uses NumPy's error model, as C does: a division by zero gives inf or NaN, which
+the kernel reports as ``STATUS_NONFINITE``, never a ``ZeroDivisionError`` from inside a loop.
 """
 
 from fastgd._backends import _numba_cache
 
 # Before any kernel is decorated: a cache folder private to this user (or none shared).
 _numba_cache.configure(__file__)
+
+import inspect  # noqa: E402
 
 import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
@@ -22,20 +27,44 @@ from numba.extending import intrinsic  # noqa: E402
 from numba.np.arrayobj import populate_array  # noqa: E402
 
 from fastgd import _contract as C  # noqa: E402
+from fastgd._backends import _rules  # noqa: E402
 
 name = "numba"
 
+
+# The digest of _rules.py the kernels below were last compiled with. Numba's on-disk cache
+# keys a kernel on the file defining it (this one), not on the functions it inlines from
+# _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
+# checks it is current).
+RULES_DIGEST = "d4eb1c898c59ae11"
+
+
+def rules_digest():
+    """SHA-256 of the source of :mod:`fastgd._backends._rules` (first 16 hex digits)."""
+    import hashlib
+
+    with open(_rules.__file__, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def _compile_rules():
+    """Make every function of :mod:`fastgd._backends._rules` a Numba function inlined where it
+    is called, in the module's own namespace (so the rules' calls to each other resolve to the
+    compiled versions). Numba's on-disk cache keys a kernel on the file that defines it: after
+    editing ``_rules.py`` alone, clear the cache (``__pycache__``) or touch this file."""
+    ns = vars(_rules)
+    for rule_name, fn in list(ns.items()):
+        if inspect.isfunction(fn) and fn.__module__ == _rules.__name__:
+            ns[rule_name] = njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn)
+
+
+_compile_rules()
+
 _C_LOSS, _C_OPT, _C_NEST, _C_AMS = C.C_LOSS, C.C_OPTIMIZER, C.C_NESTEROV, C.C_AMSGRAD
 _C_SCHED, _C_UNIT = C.C_SCHEDULE, C.C_SCHEDULE_UNIT
-_LOSS_SQUARED, _LOSS_LOG, _LOSS_SOFTMAX = C.LOSS_SQUARED, C.LOSS_LOG, C.LOSS_SOFTMAX
-_OPT_SGD, _OPT_ADAGRAD, _OPT_RMSPROP, _OPT_ADAM = C.OPT_SGD, C.OPT_ADAGRAD, C.OPT_RMSPROP, C.OPT_ADAM
-_S_CONST, _S_STEP, _S_EXP = C.SCHED_CONSTANT, C.SCHED_STEP, C.SCHED_EXPONENTIAL
-_S_POLY, _S_COS, _S_INV = C.SCHED_POLYNOMIAL, C.SCHED_COSINE, C.SCHED_INVSCALING
-_UNIT_STEP = C.UNIT_STEP
-_H_LR, _H_SCALE, _H_MOM, _H_B1, _H_B2 = C.H_LR, C.H_LR_SCALE, C.H_MOMENTUM, C.H_BETA1, C.H_BETA2
-_H_EPS, _H_RHO, _H_WD, _H_L2, _H_L1, _H_CLIP = C.H_EPS, C.H_RHO, C.H_WEIGHT_DECAY, C.H_L2, C.H_L1, C.H_CLIP
-_H_GAMMA, _H_STEP, _H_POWER, _H_TMAX = C.H_GAMMA, C.H_STEP_SIZE, C.H_POWER, C.H_T_MAX
-_H_LRMIN, _H_WARM, _H_EPOCH = C.H_LR_MIN, C.H_WARMUP, C.H_EPOCH
+_LOSS_SQUARED = C.LOSS_SQUARED
+_OPT_RMSPROP, _OPT_SGD = C.OPT_RMSPROP, C.OPT_SGD
+_H_L2, _H_L1, _H_RHO = C.H_L2, C.H_L1, C.H_RHO
 _OK, _NONFINITE = C.STATUS_OK, C.STATUS_NONFINITE
 
 
@@ -163,7 +192,7 @@ def _borrowed(typingctx, *arrays):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _u(index):
     """A non-negative array index as unsigned: Numba then skips the negative-index
     wraparound it otherwise adds to every access (a compare and a select per element in the
@@ -171,7 +200,7 @@ def _u(index):
     return np.uint64(index)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps):
     """Prefetch, at step ``j`` of a shuffled CSR epoch, the row pointers of the sample
     ``2 * PREFETCH_AHEAD`` ahead and the values and column indices of the row
@@ -185,284 +214,62 @@ def _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps):
         _prefetch_span(indices, indptr[q], indptr[q + 1])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def learning_rate(codes, hp, t):
     """The schedule of :mod:`fastgd.schedules` at step clock ``t`` / epoch ``hp[H_EPOCH]``."""
-    c = float(t) if codes[_C_UNIT] == _UNIT_STEP else hp[_H_EPOCH]
-    eta0 = hp[_H_LR]
-    warm = hp[_H_WARM]
-    if warm > 0 and c < warm:
-        return hp[_H_SCALE] * eta0 * (c + 1.0) / warm
-    c -= warm
-    code = codes[_C_SCHED]
-    if code == _S_CONST:
-        lr = eta0
-    elif code == _S_STEP:
-        lr = eta0 * hp[_H_GAMMA] ** np.floor(c / hp[_H_STEP])
-    elif code == _S_EXP:
-        lr = eta0 * hp[_H_GAMMA] ** c
-    elif code == _S_POLY:
-        f = min(c, hp[_H_TMAX]) / hp[_H_TMAX]
-        lr = (eta0 - hp[_H_LRMIN]) * (1.0 - f) ** hp[_H_POWER] + hp[_H_LRMIN]
-    elif code == _S_COS:
-        f = min(c, hp[_H_TMAX]) / hp[_H_TMAX]
-        lr = hp[_H_LRMIN] + (eta0 - hp[_H_LRMIN]) * 0.5 * (1.0 + np.cos(np.pi * f))
-    else:
-        lr = eta0 / (c + 1.0) ** hp[_H_POWER]
-    return hp[_H_SCALE] * lr
+    return _rules.learning_rate(codes[_C_SCHED], codes[_C_UNIT], float(t), hp)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _log_loss(m, yi):
-    """Log loss of margin ``m`` for target ``yi`` in {0, 1} and its derivative in ``m``,
-    evaluated without overflow on either side."""
-    if m >= 0:
-        e = np.exp(-m)
-        return m + np.log1p(e) - yi * m, 1.0 / (1.0 + e) - yi
-    e = np.exp(m)
-    return np.log1p(e) - yi * m, e / (1.0 + e) - yi
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _loss_1(loss_code, m, yi):
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _loss_1(loss_code, m, yi, hp):
     """Loss and its derivative for one output from scalars (no arrays, so nothing for Numba
-    to reference-count in a hot loop): squared or log loss."""
-    if loss_code == _LOSS_SQUARED:
-        r = m - yi
-        return r * r, 2.0 * r
-    return _log_loss(m, yi)
+    to reference-count in a hot loop), in double precision."""
+    return _rules.loss_1(loss_code, float(m), float(yi), hp)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def sample_loss(loss_code, z, y, i, dz, K):
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def sample_loss(loss_code, z, y, i, dz, K, hp):
     """Loss of one sample from its margins ``z``; writes d loss / d z into ``dz``."""
     if loss_code == _LOSS_SQUARED:
         total = 0.0
         for k in range(K):
-            r = z[k] - y[i, k]
-            total += r * r
-            dz[k] = 2.0 * r
+            value, dz[k] = _loss_1(loss_code, z[k], y[i, k], hp)
+            total += value
         return total
-    if loss_code == _LOSS_LOG:
-        loss, dz[0] = _log_loss(z[0], y[i, 0])
-        return loss
-    # softmax cross-entropy
-    label = int(y[i, 0])
-    zmax = z[0]
-    for k in range(1, K):
-        if z[k] > zmax:
-            zmax = z[k]
-    s = 0.0
-    for k in range(K):
-        e = np.exp(z[k] - zmax)
-        dz[k] = e
-        s += e
-    for k in range(K):
-        dz[k] /= s
-    dz[label] -= 1.0
-    return zmax + np.log(s) - z[label]
+    if loss_code != C.LOSS_SOFTMAX:
+        value, dz[0] = _loss_1(loss_code, z[0], y[i, 0], hp)
+        return value
+    return _rules.softmax_loss(z, dz, K, int(y[i, 0]))
 
 
-# --- optimizer updates over a contiguous span [lo, hi) of the flattened parameters ---------
-# Every span function applies one optimizer rule to w[lo:hi] from g[lo:hi] * cs, adding the
-# coupled L2 term l2 * w; the loops carry no branches so LLVM can vectorise them. The state
-# comes as the 2-D ``st`` (slot, parameter), so a step makes no view of it.
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _sgd_span(w, g, lo, hi, cs, l2, lr):
-    for q in range(lo, hi):
-        w[q] = w[q] - lr * (g[q] * cs + l2 * w[q])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _momentum_span(w, g, st, lo, hi, cs, l2, lr, mu, nesterov):
-    if nesterov:
-        for q in range(lo, hi):
-            gq = g[q] * cs + l2 * w[q]
-            vq = mu * st[0, q] + gq
-            st[0, q] = vq
-            w[q] = w[q] - lr * (gq + mu * vq)
-    else:
-        for q in range(lo, hi):
-            vq = mu * st[0, q] + g[q] * cs + l2 * w[q]
-            st[0, q] = vq
-            w[q] = w[q] - lr * vq
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _adagrad_span(w, g, st, lo, hi, cs, l2, lr, eps):
-    for q in range(lo, hi):
-        gq = g[q] * cs + l2 * w[q]
-        sq = st[0, q] + gq * gq
-        st[0, q] = sq
-        w[q] = w[q] - lr * gq / (np.sqrt(sq) + eps)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _rmsprop_span(w, g, st, lo, hi, cs, l2, lr, rho, eps):
-    one = w.dtype.type(1.0)
-    for q in range(lo, hi):
-        gq = g[q] * cs + l2 * w[q]
-        aq = rho * st[0, q] + (one - rho) * gq * gq
-        st[0, q] = aq
-        w[q] = w[q] - lr * gq / (np.sqrt(aq) + eps)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _adam_span(w, g, st, lo, hi, cs, l2, shrink, b1, b2, step_size, bc2_sqrt, eps, amsgrad):
-    """Adam / AMSGrad; ``st`` rows: first moment, second moment, running max (AMSGrad)."""
-    one = w.dtype.type(1.0)
-    for q in range(lo, hi):
-        gq = g[q] * cs + l2 * w[q]
-        mq = b1 * st[0, q] + (one - b1) * gq
-        vq = b2 * st[1, q] + (one - b2) * gq * gq
-        st[0, q] = mq
-        st[1, q] = vq
-        if amsgrad:
-            if vq > st[2, q]:
-                st[2, q] = vq
-            vq = st[2, q]
-        w[q] = w[q] * shrink - step_size * mq / (np.sqrt(vq) / bc2_sqrt + eps)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _soft_threshold(v, thresh):
-    """The L1 proximal map: ``v`` moved ``thresh`` towards 0, and 0 within ``thresh`` of it."""
-    if v > thresh:
-        return v - thresh
-    if v < -thresh:
-        return v + thresh
-    return 0.0
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _l1_span(w, lo, hi, thresh):
-    for q in range(lo, hi):
-        w[q] = _soft_threshold(w[q], thresh)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _span(j, every, rows, K, p):
-    """Bounds ``(lo, hi, is_weights)`` of the ``j``-th span a step updates: with ``every``, span
-    0 is all weights and span 1 the intercept row; otherwise span ``j`` is row ``rows[j]``.
-    (Callers handle ``every`` with two direct span calls: a loop over spans around the span's
-    own loop stops LLVM from vectorising it, measured 3-4x slower.)"""
-    if every:
-        if j == 0:
-            return 0, p * K, True
-        return p * K, (p + 1) * K, False
-    r = rows[j]
-    return r * K, r * K + K, r < p
-
-
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _flat(coef, grad, state):
     """Flat views of the parameters ``(p + 1, K)``, their gradient, and the optimizer state
     ``(n_slots, p + 1, K)``, as :func:`apply_step` takes them."""
     n = coef.shape[0] * coef.shape[1]
-    return coef.reshape(n), grad.reshape(n), state.reshape((state.shape[0], n))
+    return coef.reshape(n), grad.reshape(n), state.reshape(state.shape[0] * n)
 
 
-@njit(cache=True, nogil=True)
-def apply_step(w, g, st, K, t, codes, hp, inv_b, rows, n_rows):
-    """One optimizer step from ``grad`` (a sum over the batch, scaled by ``inv_b``), with
-    clipping, coupled L2, decoupled decay and the L1 proximal step.
-
-    ``n_rows < 0`` updates every row; otherwise only ``rows[:n_rows]`` (the rows a sparse
-    batch touched, the intercept row last), the other rows' gradient being zero. The
-    optimizer is dispatched once per step; the loops over spans carry no set-up work.
-    The parameters, gradient and optimizer state come flat, ``w`` and ``g`` of length
-    ``(p + 1) * K`` and ``st`` of shape ``(n_slots, (p + 1) * K)`` (see :func:`_flat`), made
-    once per epoch: a reshape per step is a run-time call. Returns the learning rate used."""
-    p1 = w.shape[0] // K
-    p = p1 - 1
-    dt = w.dtype.type
-    every = n_rows < 0
-    n_spans = 2 if every else n_rows
-    lr = learning_rate(codes, hp, t[0])
-    step = t[0] + 1
-    cs = inv_b
-    clip = hp[_H_CLIP]
-    if clip > 0:
-        sq = 0.0
-        for j in range(n_spans):
-            lo, hi, _ = _span(j, every, rows, K, p)
-            for q in range(lo, hi):
-                sq += (g[q] * inv_b) ** 2
-        c = clip / (np.sqrt(sq) + 1e-6)
-        if c < 1.0:
-            cs = inv_b * c
-    csd = dt(cs)
-    lrd = dt(lr)
-    l2 = dt(hp[_H_L2])
-    zero = dt(0.0)
-    opt = codes[_C_OPT]
-    if opt == _OPT_SGD:
-        mu = hp[_H_MOM]
-        if mu > 0:
-            nesterov = codes[_C_NEST] != 0
-            if every:
-                _momentum_span(w, g, st, 0, p * K, csd, l2, lrd, dt(mu), nesterov)
-                _momentum_span(w, g, st, p * K, p1 * K, csd, zero, lrd, dt(mu), nesterov)
-            for j in range(0 if every else n_spans):
-                lo, hi, wt = _span(j, every, rows, K, p)
-                _momentum_span(w, g, st, lo, hi, csd, l2 if wt else zero, lrd, dt(mu), nesterov)
-        else:
-            if every:
-                _sgd_span(w, g, 0, p * K, csd, l2, lrd)
-                _sgd_span(w, g, p * K, p1 * K, csd, zero, lrd)
-            for j in range(0 if every else n_spans):
-                lo, hi, wt = _span(j, every, rows, K, p)
-                _sgd_span(w, g, lo, hi, csd, l2 if wt else zero, lrd)
-    elif opt == _OPT_ADAGRAD:
-        eps = dt(hp[_H_EPS])
-        if every:
-            _adagrad_span(w, g, st, 0, p * K, csd, l2, lrd, eps)
-            _adagrad_span(w, g, st, p * K, p1 * K, csd, zero, lrd, eps)
-        for j in range(0 if every else n_spans):
-            lo, hi, wt = _span(j, every, rows, K, p)
-            _adagrad_span(w, g, st, lo, hi, csd, l2 if wt else zero, lrd, eps)
-    elif opt == _OPT_RMSPROP:
-        rho = dt(hp[_H_RHO])
-        eps = dt(hp[_H_EPS])
-        if every:
-            _rmsprop_span(w, g, st, 0, p * K, csd, l2, lrd, rho, eps)
-            _rmsprop_span(w, g, st, p * K, p1 * K, csd, zero, lrd, rho, eps)
-        for j in range(0 if every else n_spans):
-            lo, hi, wt = _span(j, every, rows, K, p)
-            _rmsprop_span(w, g, st, lo, hi, csd, l2 if wt else zero, lrd, rho, eps)
-    else:
-        b1 = hp[_H_B1]
-        b2 = hp[_H_B2]
-        amsgrad = codes[_C_AMS] != 0
-        shrink = dt(1.0 - lr * hp[_H_WD])
-        one = dt(1.0)
-        step_size = dt(lr / (1.0 - b1 ** float(step)))
-        bc2_sqrt = dt(np.sqrt(1.0 - b2 ** float(step)))
-        eps = dt(hp[_H_EPS])
-        if every:
-            _adam_span(w, g, st, 0, p * K, csd, l2, shrink, dt(b1), dt(b2), step_size, bc2_sqrt,
-                       eps, amsgrad)
-            _adam_span(w, g, st, p * K, p1 * K, csd, zero, one, dt(b1), dt(b2), step_size,
-                       bc2_sqrt, eps, amsgrad)
-        for j in range(0 if every else n_spans):
-            lo, hi, wt = _span(j, every, rows, K, p)
-            _adam_span(w, g, st, lo, hi, csd, l2 if wt else zero, shrink if wt else one,
-                       dt(b1), dt(b2), step_size, bc2_sqrt, eps, amsgrad)
-    thresh = dt(lr * hp[_H_L1])
-    if thresh > 0:
-        if every:
-            _l1_span(w, 0, p * K, thresh)
-        for j in range(0 if every else n_spans):
-            lo, hi, wt = _span(j, every, rows, K, p)
-            if wt:
-                _l1_span(w, lo, hi, thresh)
-    t[0] = step
-    return lr
+@njit(cache=True, nogil=True, error_model="numpy")
+def apply_step(w, g, st, K, t, codes, hp, inv_b, rows, n_rows, mu_prod):
+    """One optimizer step (:func:`fastgd._backends._rules.apply_step`) from ``g``, a sum over
+    the batch scaled by ``inv_b``; ``n_rows < 0`` steps every row, otherwise
+    ``rows[:n_rows]``. The parameters, gradient and optimizer state come flat (see
+    :func:`_flat`), made once per epoch: a reshape per step is a run-time call. Advances
+    ``t``; returns the learning rate used and NAdam's momentum product after the step."""
+    lr, mu_prod = _rules.apply_step(codes[_C_OPT], codes[_C_NEST], codes[_C_AMS], codes[_C_SCHED], codes[_C_UNIT],
+                                    w, g, st, w.shape[0], K, rows, n_rows, float(t[0]), hp, inv_b, mu_prod)
+    t[0] += 1
+    return lr, mu_prod
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mu_product(codes, hp, t):
+    """NAdam's momentum product at the start of an epoch (1 for other optimizers)."""
+    return _rules.nadam_mu_product(codes[_C_OPT], float(t[0]), hp)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _all_finite(a):
     for v in a.flat:
         if not np.isfinite(v):
@@ -470,7 +277,7 @@ def _all_finite(a):
     return True
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _margins_dense(xi, w, K, z):
     """Margins of row ``xi`` under the flat parameters ``w`` ((p + 1) * K, intercept last)."""
     p = xi.shape[0]
@@ -488,8 +295,8 @@ def _margins_dense(xi, w, K, z):
 _FAST = {"reassoc", "contract"}
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
-def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign):
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
+def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign, hp):
     """Add (or, if ``assign``, write) sample ``i``'s weighted gradient into the flat gradient
     ``g``; return its weighted loss. The multi-output case (one output is
     :func:`_add_gradients_1`). ``w`` and ``g`` are flat views made once per epoch: a reshape
@@ -497,7 +304,7 @@ def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign):
     p = X.shape[1]
     xi = X[i]
     _margins_dense(xi, w, K, z)
-    loss = sample_loss(loss_code, z, y, i, dz, K)
+    loss = sample_loss(loss_code, z, y, i, dz, K, hp)
     s = sw[i]
     for k in range(K):
         dz[k] *= s
@@ -516,7 +323,7 @@ def _accumulate_dense(X, y, sw, i, w, g, K, loss_code, z, dz, assign):
     return s * loss
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
 def _margin_1(X, order, j, stop, w):
     """Step ``j`` of a single-output dense loop: prefetch the row ``PREFETCH_AHEAD`` samples
     ahead (while before ``order[stop]``), and return the sample's row index (unsigned) and
@@ -531,18 +338,19 @@ def _margin_1(X, order, j, stop, w):
     return i, acc
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
-def _add_gradients_1(X, y, sw, order, lo, hi, stop, w, g, loss_code):
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
+def _add_gradients_1(X, y, sw, order, lo, hi, stop, w, g, loss_code, hp):
     """Add the weighted single-output gradients of the samples ``order[lo:hi]`` into the flat
     ``g``; return their weighted loss sum. Rows are prefetched ahead up to ``order[stop]``.
     (The loop of one batch or one chunk, free of per-sample calls and views.)"""
     p = X.shape[1]
+    dt = g.dtype.type
     total = 0.0
     for j in range(lo, hi):
         i, m = _margin_1(X, order, j, stop, w)
-        loss, d = _loss_1(loss_code, m, y[i, 0])
+        loss, d = _loss_1(loss_code, m, y[i, 0], hp)
         s = sw[i]
-        d *= s
+        d = dt(d * s)
         total += s * loss
         for f in range(p):
             g[f] += X[i, f] * d
@@ -550,7 +358,7 @@ def _add_gradients_1(X, y, sw, order, lo, hi, stop, w, g, loss_code):
     return total
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
     """Per-sample plain SGD with one output: gradient and update fused into one pass,
     ``w <- (1 - lr * l2) * w - lr * s * dloss * x`` (then the L1 step)."""
@@ -566,7 +374,7 @@ def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
     step = t[0]
     for j in range(n_steps):
         i, m = _margin_1(X, order, j, n_steps, w)
-        loss, d = _loss_1(loss_code, m, y[i, 0])
+        loss, d = _loss_1(loss_code, m, y[i, 0], hp)
         loss *= sw[i]
         loss_sum += loss
         if not np.isfinite(loss):
@@ -579,15 +387,15 @@ def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
             w[f] = a * w[f] - c * X[i, f]
         w[p] -= c
         if l1 > 0:
-            thresh = dt(lr * l1)
+            thresh = lr * l1
             for f in range(p):
-                w[f] = _soft_threshold(w[f], thresh)
+                w[f] = _rules.soft_threshold(w[f], thresh)
         step += 1
     t[0] = step
     return _OK, loss_sum
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
 def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, K):
     """The batch loop of :func:`epoch_dense`. Inlined twice, with ``K`` the literal 1 and
     with ``K`` read at run time: the single-output loop nest then compiles without the
@@ -599,6 +407,7 @@ def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size,
     z = work[0]
     dz = work[1]
     w, g, st = _flat(coef, grad, state)
+    mu_prod = _mu_product(codes, hp, t)
     loss_sum = 0.0
     p = X.shape[1]
     for start in range(0, n_steps, batch_size):
@@ -606,34 +415,46 @@ def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size,
         if K == 1:
             for q in range(p + 1):
                 g[q] = 0.0
-            batch_loss = _add_gradients_1(X, y, sw, order, start, end, n_steps, w, g, loss_code)
+            batch_loss = _add_gradients_1(X, y, sw, order, start, end, n_steps, w, g, loss_code, hp)
         elif end - start == 1:
             if start + PREFETCH_AHEAD < n_steps:
                 _prefetch_row(X, order[start + PREFETCH_AHEAD])
-            batch_loss = _accumulate_dense(X, y, sw, order[start], w, g, K, loss_code, z, dz, True)
+            batch_loss = _accumulate_dense(X, y, sw, order[start], w, g, K, loss_code, z, dz, True, hp)
         else:
             g[:] = 0.0
             batch_loss = 0.0
             for j in range(start, end):
                 if j + PREFETCH_AHEAD < n_steps:
                     _prefetch_row(X, order[j + PREFETCH_AHEAD])
-                batch_loss += _accumulate_dense(X, y, sw, order[j], w, g, K, loss_code, z, dz, False)
+                batch_loss += _accumulate_dense(X, y, sw, order[j], w, g, K, loss_code, z, dz, False, hp)
         loss_sum += batch_loss
         if not np.isfinite(batch_loss):
             return _NONFINITE, loss_sum
-        apply_step(w, g, st, K, t, codes, hp, 1.0 / (end - start), order, -1)
+        _, mu_prod = apply_step(w, g, st, K, t, codes, hp, 1.0 / (end - start), order, -1, mu_prod)
     return _OK, loss_sum
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _epoch_dense_single(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
     return _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, 1)
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _epoch_dense_multi(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
     return _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work,
                                 coef.shape[1])
+
+
+def _entry_check(n_rows, n_features, y, sw, coef, state, t, codes, hp, batch_size, grad, work):
+    """The entry points' check, once per call: buffer shapes (ValueError) and codes (the
+    error status, or STATUS_OK)."""
+    C.check_buffers(n_rows, n_features, y, sw, coef, state, t, codes, hp, batch_size, grad, work)
+    return _check_codes(codes)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _check_codes(codes):
+    return _rules.check_codes(codes[_C_LOSS], codes[_C_OPT], codes[_C_SCHED], codes[_C_UNIT])
 
 
 def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
@@ -642,6 +463,9 @@ def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, wo
     A Python-level choice, once per epoch, between separately compiled kernels (the fused
     per-sample plain-SGD loop, the single-output and the multi-output batch loops): a fit
     compiles only the kernel it uses, which keeps the first (cold-cache) fit short."""
+    status = _entry_check(X.shape[0], X.shape[1], y, sw, coef, state, t, codes, hp, batch_size, grad, work)
+    if status != _OK:
+        return status, 0.0
     if C.plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
         status, loss_sum = _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, work[0], work[1])
     elif coef.shape[1] == 1:
@@ -660,13 +484,13 @@ def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, wo
 N_CHUNKS = C.N_CHUNKS
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=_FAST)
-def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, losses, loss_code):
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True, fastmath=_FAST)
+def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, losses, loss_code, hp):
     """``grad`` = sum over ``order[start:end]`` of the weighted sample gradients; returns the
     weighted loss sum. ``partial`` (N_CHUNKS, p + 1, K), ``pwork`` (N_CHUNKS, WORK_ROWS, K)
     and ``losses`` (N_CHUNKS,) are scratch."""
-    (X, y, sw, order, coef, grad, partial, pwork, losses) = _borrowed(
-        X, y, sw, order, coef, grad, partial, pwork, losses)
+    (X, y, sw, order, coef, grad, partial, pwork, losses, hp) = _borrowed(
+        X, y, sw, order, coef, grad, partial, pwork, losses, hp)
     b = end - start
     K = coef.shape[1]
     w = coef.reshape(coef.size)
@@ -676,7 +500,7 @@ def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, l
         part = partial[c].reshape(coef.size)
         part[:] = 0.0
         if K == 1:
-            acc = _add_gradients_1(X, y, sw, order, lo, hi, hi, w, part, loss_code)
+            acc = _add_gradients_1(X, y, sw, order, lo, hi, hi, w, part, loss_code, hp)
         else:
             z = pwork[c, 0]
             dz = pwork[c, 1]
@@ -684,7 +508,7 @@ def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, l
             for j in range(lo, hi):
                 if j + PREFETCH_AHEAD < hi:
                     _prefetch_row(X, order[j + PREFETCH_AHEAD])
-                acc += _accumulate_dense(X, y, sw, order[j], w, part, K, loss_code, z, dz, False)
+                acc += _accumulate_dense(X, y, sw, order[j], w, part, K, loss_code, z, dz, False, hp)
         losses[c] = acc
     total = 0.0
     for c in range(N_CHUNKS):
@@ -698,11 +522,26 @@ def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, l
     return total
 
 
-@njit(cache=True, nogil=True)
 def epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work,
                         partial, pwork, losses):
     """:func:`epoch_dense` for large batches: each batch gradient accumulated on all cores by
     :func:`_chunked_gradient` (same mathematics, summed in a fixed chunk order)."""
+    status = _entry_check(X.shape[0], X.shape[1], y, sw, coef, state, t, codes, hp, batch_size, grad, work)
+    if partial.shape != (N_CHUNKS,) + coef.shape:
+        raise ValueError(f"partial has shape {partial.shape}; need {(N_CHUNKS,) + coef.shape}")
+    if pwork.shape[0] != N_CHUNKS or pwork.shape[1] < C.WORK_ROWS or pwork.shape[2] < coef.shape[1]:
+        raise ValueError(f"pwork has shape {pwork.shape}; need ({N_CHUNKS}, {C.WORK_ROWS}, {coef.shape[1]})")
+    if losses.shape[0] < N_CHUNKS:
+        raise ValueError(f"losses has {losses.shape[0]} entries; need {N_CHUNKS}")
+    if status != _OK:
+        return status, 0.0
+    return _epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, partial,
+                                pwork, losses)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, partial, pwork,
+                         losses):
     (X, y, sw, order, coef, state, t, codes, hp, grad, work, partial, pwork, losses) = _borrowed(
         X, y, sw, order, coef, state, t, codes, hp, grad, work, partial, pwork, losses)
     n_steps = order.shape[0]
@@ -710,81 +549,58 @@ def epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, 
     loss_sum = 0.0
     K = coef.shape[1]
     w, g, st = _flat(coef, grad, state)
+    mu_prod = _mu_product(codes, hp, t)
     for start in range(0, n_steps, batch_size):
         end = min(start + batch_size, n_steps)
-        batch_loss = _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, losses, loss_code)
+        batch_loss = _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, losses, loss_code,
+                                       hp)
         loss_sum += batch_loss
         if not np.isfinite(batch_loss):
             return _NONFINITE, loss_sum
-        apply_step(w, g, st, K, t, codes, hp, 1.0 / (end - start), order, -1)
+        _, mu_prod = apply_step(w, g, st, K, t, codes, hp, 1.0 / (end - start), order, -1, mu_prod)
     if not _all_finite(coef):
         return _NONFINITE, loss_sum
     return _OK, loss_sum
 
 
-def full_gradient_dense(X, y, sw, coef, codes, grad, work):
+def full_gradient_dense(X, y, sw, coef, codes, grad, work, hp=None):
     """Mean over all samples of ``sw_i * grad loss_i`` into ``grad`` (all cores); returns the
-    weighted loss sum."""
+    weighted loss sum. ``hp`` carries the loss's parameter (``H_LOSS_PARAM``), if any."""
     K = coef.shape[1]
     partial = np.empty((N_CHUNKS,) + coef.shape, dtype=coef.dtype)
     pwork = np.empty((N_CHUNKS, C.WORK_ROWS, K), dtype=coef.dtype)
     losses = np.empty(N_CHUNKS)
     order = np.arange(X.shape[0], dtype=np.int64)
-    total = _chunked_gradient(X, y, sw, order, 0, X.shape[0], coef, grad, partial, pwork, losses, codes[_C_LOSS])
+    if not 0 <= codes[_C_LOSS] < C.N_LOSSES:
+        raise ValueError(f"unknown loss code {codes[_C_LOSS]}")
+    hp = np.zeros(C.N_HP) if hp is None else hp
+    total = _chunked_gradient(X, y, sw, order, 0, X.shape[0], coef, grad, partial, pwork, losses, codes[_C_LOSS],
+                              hp)
     grad /= grad.dtype.type(X.shape[0])
     return total
 
 
-_SPARSE_DENSE, _SPARSE_LAZY_EXACT, _SPARSE_LAZY_APPROX = C.SPARSE_DENSE, C.SPARSE_LAZY_EXACT, C.SPARSE_LAZY_APPROX
+_SPARSE_DENSE, _SPARSE_LAZY_EXACT = C.SPARSE_DENSE, C.SPARSE_LAZY_EXACT
 _COUNT_UPDATES, _COUNT_CATCHUPS = C.COUNT_UPDATES, C.COUNT_CATCHUPS
-_C_LAZY = C.C_LAZY
 _RESCALE_BELOW = 1e-100  # bring every coordinate up to date before the shrink map underflows
 
 
-@njit(cache=True, nogil=True)
-def sparse_mode(codes, hp):
-    """:func:`fastgd._contract.sparse_mode`, compiled."""
-    opt = codes[_C_OPT]
-    if (opt == _OPT_SGD and hp[_H_MOM] == 0) or ((opt == _OPT_ADAGRAD or opt == _OPT_RMSPROP) and hp[_H_L2] == 0):
-        return _SPARSE_LAZY_EXACT
-    return _SPARSE_LAZY_APPROX if codes[_C_LAZY] != 0 else _SPARSE_DENSE
-
-
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho):
-    """Apply to coordinate ``c`` the deferred per-step maps since it was last up to date:
-    ``|w| <- max((A / A_u) * |w| - (B - (A / A_u) * B_u), 0)``; RMSprop's accumulator decays by
-    ``rho`` per missed step. Returns 1 if anything was applied."""
-    u = lazy_work[c, 0]
-    if u == T:
-        return 0
-    ratio = A / lazy_work[c, 1]
-    shift = B - ratio * lazy_work[c, 2]
-    for k in range(coef.shape[1]):
-        w = coef[c, k]
-        aw = abs(w) * ratio - shift
-        if aw > 0:
-            coef[c, k] = aw if w > 0 else -aw
-        else:
-            coef[c, k] = 0.0
-    if rmsprop:
-        f = rho ** (T - u)
-        for k in range(coef.shape[1]):
-            state[0, c, k] *= f
-    lazy_work[c, 0] = T
-    lazy_work[c, 1] = A
-    lazy_work[c, 2] = B
-    return 1
+    """:func:`fastgd._backends._rules.catch_up` on the 2-D buffers (flat views: no copies)."""
+    K = coef.shape[1]
+    return _rules.catch_up(coef.reshape(coef.size), state.reshape(state.size), c, K, A, B, T,
+                           lazy_work.reshape(lazy_work.size), rmsprop, rho)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _catch_up_all(coef, state, A, B, T, lazy_work, rmsprop, rho, counters):
     p = coef.shape[0] - 1
     for c in range(p):
         counters[_COUNT_CATCHUPS] += _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, stamp, rmsprop, rho, counters):
     """After the step from clock ``T`` (its touched coordinates, ``mark == stamp``, already
     stepped in full), fold the step's shrink map ``|w| <- max(a |w| - b, 0)`` into the
@@ -800,8 +616,7 @@ def _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, stamp, rmsprop, rh
         for c in range(p):
             if mark[c] != stamp:
                 for k in range(coef.shape[1]):
-                    w = coef[c, k] * a
-                    coef[c, k] = np.sign(w) * max(abs(w) - b, 0.0)
+                    coef[c, k] = _rules.lazy_shrink(coef[c, k] * a, 1.0, b)
         A, B = 1.0, 0.0
     else:
         A *= a
@@ -860,7 +675,7 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
             ptr += _U2
         if ptr < hi:
             acc0 += data[ptr] * v[_u(indices[ptr])]
-        loss, d = _loss_1(loss_code, S * (acc0 + acc1) + v[p], y[i, 0])
+        loss, d = _loss_1(loss_code, S * (acc0 + acc1) + v[p], y[i, 0], hp)
         loss *= sw[i]
         loss_sum += loss
         if not np.isfinite(loss):
@@ -902,7 +717,7 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
     return _OK, loss_sum
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, codes, hp, z, dz, lazy_work,
                          mark, counters):
     """Per-sample plain SGD with one output on canonical CSR rows, exact and lazy: each
@@ -931,15 +746,13 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
         acc = w[p]
         for ptr in range(lo, hi):
             c = indices[ptr]
-            u = lazy_work[c, 0]
-            if u != T:
+            if lazy_work[c, 0] != T:
                 ratio = A / lazy_work[c, 1]
-                wc = abs(w[c]) * ratio - (B - ratio * lazy_work[c, 2])
-                w[c] = (wc if w[c] > 0 else -wc) if wc > 0 else 0.0
+                w[c] = _rules.lazy_shrink(w[c], ratio, B - ratio * lazy_work[c, 2])
             acc += data[ptr] * w[c]
         counters[_COUNT_CATCHUPS] += hi - lo
         z[0] = acc
-        loss = sw[i] * sample_loss(loss_code, z, y, i, dz, 1)
+        loss = sw[i] * sample_loss(loss_code, z, y, i, dz, 1, hp)
         loss_sum += loss
         if not np.isfinite(loss):
             return _NONFINITE, loss_sum
@@ -953,7 +766,7 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
             c = indices[ptr]
             wc = ad * w[c] - cg * data[ptr]
             if b > 0:
-                wc = wc - bd if wc > bd else (wc + bd if wc < -bd else 0.0)
+                wc = dt(_rules.soft_threshold(wc, bd))
             w[c] = wc
         w[p] -= cg
         counters[_COUNT_UPDATES] += hi - lo + 1
@@ -978,24 +791,24 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
         t[0] += 1
     if not _all_finite(coef):  # before the catch-up: a diverged epoch leaves untouched weights as they were
         return _NONFINITE, loss_sum
-    for c in range(p):
-        u = lazy_work[c, 0]
-        if u != float(t[0]):
-            ratio = A / lazy_work[c, 1]
-            wc = abs(w[c]) * ratio - (B - ratio * lazy_work[c, 2])
-            w[c] = (wc if w[c] > 0 else -wc) if wc > 0 else 0.0
-            counters[_COUNT_CATCHUPS] += 1
+    _catch_up_all(coef, state, A, B, float(t[0]), lazy_work, False, 0.0, counters)
     return _OK, loss_sum
 
 
 def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp,
               batch_size, grad, work, lazy_work, index_work, counters):
     """One epoch on CSR parts (the contract of :mod:`fastgd._contract`): the same mathematics
-    as the dense epoch, at O(nnz) per step where :func:`sparse_mode` allows it. Rows must be
+    as the dense epoch, at O(nnz) per step where :func:`fastgd._contract.sparse_mode` allows it. Rows must be
     canonical (no duplicate column in a row; the estimators ensure it). As for dense input,
     the per-sample plain-SGD kernels (L2 only: a running scale; with L1: per-coordinate
     shrink maps) and the general one are compiled separately."""
-    if not C.csr_needs_lazy_buffers(codes, hp, batch_size, coef.shape[1]):
+    status = _entry_check(indptr.shape[0] - 1, n_features, y, sw, coef, state, t, codes, hp, batch_size, grad,
+                          work)
+    needs_lazy = C.csr_needs_lazy_buffers(codes, hp, batch_size, coef.shape[1])
+    C.check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, counters, needs_lazy)
+    if status != _OK:
+        return status, 0.0
+    if not needs_lazy:
         status, loss_sum = _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, hp,
                                                  work[0], work[1], counters)
     elif C.plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
@@ -1005,7 +818,8 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
     else:
         _start_lazy_epoch(coef, t, lazy_work, index_work[0])
         status, loss_sum = _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
-                                              batch_size, grad, work, lazy_work, index_work, counters)
+                                              batch_size, grad, work, lazy_work, index_work, counters,
+                                              C.sparse_mode(codes, hp))
     return status, loss_sum
 
 
@@ -1016,7 +830,7 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
 CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _start_lazy_epoch(coef, t, lazy_work, mark):
     """Every coordinate starts the epoch up to date: snapshot (t, A = 1, B = 0), unmarked."""
     for c in range(coef.shape[0] - 1):
@@ -1026,9 +840,10 @@ def _start_lazy_epoch(coef, t, lazy_work, mark):
         mark[c] = -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
-                       batch_size, grad, work, lazy_work, index_work, counters):
+                       batch_size, grad, work, lazy_work, index_work, counters, mode):
+    """Every other CSR epoch, in the sparse path ``mode`` (:func:`fastgd._contract.sparse_mode`)."""
     (data, indices, indptr, y, sw, order, coef, state, t, codes, hp, grad, work, lazy_work,
      index_work, counters) = _borrowed(
         data, indices, indptr, y, sw, order, coef, state, t, codes, hp, grad, work, lazy_work,
@@ -1037,7 +852,6 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
     p1, K = coef.shape
     p = p1 - 1
     loss_code = codes[_C_LOSS]
-    mode = sparse_mode(codes, hp)
     rmsprop = codes[_C_OPT] == _OPT_RMSPROP
     rho = hp[_H_RHO]
     sgd = codes[_C_OPT] == _OPT_SGD
@@ -1048,6 +862,7 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
     mark = index_work[0]
     rows = index_work[1]
     w, g, st = _flat(coef, grad, state)
+    mu_prod = _mu_product(codes, hp, t)
     grad[:, :] = 0.0
     A = 1.0
     B = 0.0
@@ -1078,7 +893,7 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
                 x = data[ptr]
                 for k in range(K):
                     z[k] += x * coef[c, k]
-            loss = sample_loss(loss_code, z, y, i, dz, K)
+            loss = sample_loss(loss_code, z, y, i, dz, K, hp)
             s = sw[i]
             batch_loss += s * loss
             for k in range(K):
@@ -1096,10 +911,10 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
         rows[nt] = p
         inv_b = 1.0 / (end - start)
         if mode == _SPARSE_DENSE:
-            apply_step(w, g, st, K, t, codes, hp, inv_b, rows, -1)
+            _, mu_prod = apply_step(w, g, st, K, t, codes, hp, inv_b, rows, -1, mu_prod)
             counters[_COUNT_UPDATES] += p1
         else:
-            lr = apply_step(w, g, st, K, t, codes, hp, inv_b, rows, nt + 1)
+            lr, mu_prod = apply_step(w, g, st, K, t, codes, hp, inv_b, rows, nt + 1, mu_prod)
             counters[_COUNT_UPDATES] += nt + 1
             if mode == _SPARSE_LAZY_EXACT:
                 a = 1.0 - lr * l2 if sgd else 1.0
@@ -1122,4 +937,4 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
 # The compiled entry points (for tests and benchmarks that inspect compilation and caching).
 COMPILED_KERNELS = (_epoch_dense_plain_sgd, _epoch_dense_single, _epoch_dense_multi, _epoch_csr_scaled_sgd,
                     _epoch_csr_plain_sgd,
-                    _epoch_csr_general, _chunked_gradient, epoch_dense_chunked)
+                    _epoch_csr_general, _chunked_gradient, _epoch_dense_chunked)

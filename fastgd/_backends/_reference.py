@@ -77,7 +77,21 @@ def epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, touched_
         return _epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, touched_only)
 
 
+def bad_code_status(codes):
+    """The ``STATUS_BAD_*`` of the first code out of range, or ``STATUS_OK``."""
+    if codes[C.C_LOSS] not in losses.BY_CODE:
+        return C.STATUS_BAD_LOSS
+    if not 0 <= codes[C.C_OPTIMIZER] < C.N_OPTIMIZERS:
+        return C.STATUS_BAD_OPTIMIZER
+    if not (0 <= codes[C.C_SCHEDULE] < C.N_SCHEDULES and 0 <= codes[C.C_SCHEDULE_UNIT] < C.N_UNITS):
+        return C.STATUS_BAD_SCHEDULE
+    return C.STATUS_OK
+
+
 def _epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, touched_only):
+    status = bad_code_status(codes)
+    if status != C.STATUS_OK:
+        return status, 0.0
     opt = optim.decode(codes, hp)
     loss_sum = 0.0
     p = coef.shape[0] - 1
@@ -96,6 +110,7 @@ def _epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, touched
 
 def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
     """One epoch on dense ``X`` (the contract of :mod:`fastgd._contract`)."""
+    C.check_buffers(X.shape[0], X.shape[1], y, sw, coef, state, t, codes, hp, batch_size, grad, work)
     return epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad)
 
 
@@ -105,6 +120,9 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
     opt-in approximation (``SPARSE_LAZY_APPROX``) only the touched rows are stepped. (The
     lazy exact path of the compiled kernels equals the dense mathematics, so the reference
     needs no lazy bookkeeping; ``lazy_work`` and ``index_work`` are unused.)"""
+    C.check_buffers(indptr.shape[0] - 1, n_features, y, sw, coef, state, t, codes, hp, batch_size, grad, work)
+    C.check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, counters,
+                        C.csr_needs_lazy_buffers(codes, hp, batch_size, coef.shape[1]))
     X = sp.csr_matrix((data, indices, indptr), shape=(indptr.shape[0] - 1, n_features))
     approx = C.sparse_mode(codes, hp) == C.SPARSE_LAZY_APPROX
     status, loss_sum = epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, approx)
@@ -112,9 +130,9 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
     return status, loss_sum
 
 
-def full_gradient(X, y, sw, coef, codes, grad, work=None):
+def full_gradient(X, y, sw, coef, codes, grad, work=None, hp=None):
     """Gradient of the weighted mean loss over all samples into ``grad``; returns the
-    weighted loss sum. (Penalty terms are the caller's.)"""
+    weighted loss sum. (Penalty terms are the caller's; ``hp`` would carry a loss parameter.)"""
     idx = np.arange(X.shape[0])
     return batch_gradient(X, y, sw, idx, coef, int(codes[C.C_LOSS]), grad)
 

@@ -11,7 +11,7 @@ from fastgd import _contract
 
 try:
     from fastgd._backends._cython._kernels import (
-        contract_constants, epoch_csr, epoch_dense, epoch_dense_chunked, full_gradient_dense, sparse_mode,
+        contract_constants, epoch_csr, epoch_dense, epoch_dense_chunked, full_gradient_dense,
     )
 except ImportError as exc:  # not built (e.g. a source checkout without build_ext), or too old
     raise ImportError(
@@ -35,5 +35,4 @@ if _stale:
     )
 del _stale
 
-__all__ = ["name", "epoch_dense", "epoch_dense_chunked", "epoch_csr", "full_gradient_dense", "sparse_mode",
-           "contract_constants"]
+__all__ = ["name", "epoch_dense", "epoch_dense_chunked", "epoch_csr", "full_gradient_dense", "contract_constants"]

@@ -2,20 +2,24 @@
 # cython: initializedcheck=False, nonecheck=False
 """The Cython backend: the kernel contract of :mod:`fastgd._contract` (dense and CSR).
 
-The same mathematics as :mod:`fastgd._backends._numba`, in the same precision (per-sample
-margins and gradient sums in ``X``'s dtype, optimizer updates in double), for float32 and
-float64 through a fused type. Results agree with Numba's to rounding: the margin's dot
-product is summed in four partial sums, and Numba may fuse multiply-adds. One call trains
-one epoch with the GIL released; nothing is allocated and no Python object is touched inside
-the loop. Rows a few samples ahead in the epoch's order are prefetched (a shuffled epoch
+The scalar rules (schedules, losses, optimizer updates, soft-threshold, lazy catch-up) are
+those of :mod:`fastgd._backends._rules`, included below and shared with the Numba backend.
+Precision is that of Numba's: margins and gradient sums in ``X``'s dtype, losses, schedules
+and optimizer updates in double (rounded once to ``X``'s dtype when stored), for float32 and
+float64 through a fused type. Results agree with Numba's to rounding of the sums only: the
+margin's dot product is summed in four partial sums here, and Numba reassociates its own.
+One call trains one epoch with the GIL released; nothing is allocated and no Python object is
+touched inside the loop. Rows a few samples ahead in the epoch's order are prefetched (a shuffled epoch
 otherwise waits on a cache miss per sample).
 
 The contract's integers are declared once, in the ``cdef enum`` below, and exported by
 :func:`contract_constants` so the test suite can check them against ``fastgd._contract``
 (the package ``__init__`` also refuses to load a build that disagrees).
 
-Shapes are checked once per call (bounds checking is compiled out, so a mismatched buffer
-would otherwise be read or written out of bounds); values are not validated.
+Shapes and codes are checked once per call (bounds checking is compiled out, so a mismatched
+buffer would otherwise be read or written out of bounds; an unknown code returns its
+``STATUS_BAD_*``); values are not validated. The decisions of the contract (slot count, the
+fused per-sample path, the sparse mode) are taken from :mod:`fastgd._contract` at entry.
 
 ``epoch_dense_chunked`` and ``full_gradient_dense`` sum a batch gradient over ``N_CHUNKS`` fixed
 slices in parallel (OpenMP ``prange``; serial when the extension was built without OpenMP) and
@@ -25,10 +29,12 @@ defers the closed-form part of untouched coordinates' updates (see the contract)
 """
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport exp, expf, fabs, floor, isfinite, log, log1p, log1pf, pow, sqrt, cos, M_PI
+from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t
 
 import numpy as np
+
+from fastgd import _contract
 
 cdef extern from *:
     """
@@ -67,11 +73,15 @@ cdef enum:
     LOSS_SQUARED = 0
     LOSS_LOG = 1
     LOSS_SOFTMAX = 2
+    N_LOSSES = 3
 
     OPT_SGD = 0
     OPT_ADAGRAD = 1
     OPT_RMSPROP = 2
     OPT_ADAM = 3
+    OPT_ADAMAX = 4
+    OPT_NADAM = 5
+    N_OPTIMIZERS = 6
 
     SCHED_CONSTANT = 0
     SCHED_STEP = 1
@@ -79,9 +89,13 @@ cdef enum:
     SCHED_POLYNOMIAL = 3
     SCHED_COSINE = 4
     SCHED_INVSCALING = 5
+    SCHED_COSINE_RESTARTS = 6
+    SCHED_ONE_CYCLE = 7
+    N_SCHEDULES = 8
 
     UNIT_STEP = 0
     UNIT_EPOCH = 1
+    N_UNITS = 2
 
     H_LR = 0
     H_LR_SCALE = 1
@@ -101,10 +115,30 @@ cdef enum:
     H_LR_MIN = 15
     H_WARMUP = 16
     H_EPOCH = 17
-    N_HP = 18
+    H_LOSS_PARAM = 18
+    H_MOMENTUM_DECAY = 19
+    H_T_0 = 20
+    H_T_MULT = 21
+    H_MAX_LR = 22
+    H_PCT_START = 23
+    H_DIV_FACTOR = 24
+    H_FINAL_DIV_FACTOR = 25
+    H_ANNEAL_LINEAR = 26
+    N_HP = 27
 
     STATUS_OK = 0
     STATUS_NONFINITE = 1
+    STATUS_BAD_LOSS = 2
+    STATUS_BAD_OPTIMIZER = 3
+    STATUS_BAD_SCHEDULE = 4
+
+    S_VELOCITY = 0
+    S_SUM = 0
+    S_SQUARE_AVG = 0
+    S_EXP_AVG = 0
+    S_EXP_AVG_SQ = 1
+    S_MAX_EXP_AVG_SQ = 2
+    S_EXP_INF = 1
 
     WORK_ROWS = 2
 
@@ -127,18 +161,30 @@ def contract_constants():
         "C_AMSGRAD": C_AMSGRAD, "C_SCHEDULE": C_SCHEDULE, "C_SCHEDULE_UNIT": C_SCHEDULE_UNIT,
         "C_LAZY": C_LAZY, "N_CODES": N_CODES,
         "LOSS_SQUARED": LOSS_SQUARED, "LOSS_LOG": LOSS_LOG, "LOSS_SOFTMAX": LOSS_SOFTMAX,
+        "N_LOSSES": N_LOSSES,
         "OPT_SGD": OPT_SGD, "OPT_ADAGRAD": OPT_ADAGRAD, "OPT_RMSPROP": OPT_RMSPROP,
-        "OPT_ADAM": OPT_ADAM,
+        "OPT_ADAM": OPT_ADAM, "OPT_ADAMAX": OPT_ADAMAX, "OPT_NADAM": OPT_NADAM,
+        "N_OPTIMIZERS": N_OPTIMIZERS,
         "SCHED_CONSTANT": SCHED_CONSTANT, "SCHED_STEP": SCHED_STEP,
         "SCHED_EXPONENTIAL": SCHED_EXPONENTIAL, "SCHED_POLYNOMIAL": SCHED_POLYNOMIAL,
         "SCHED_COSINE": SCHED_COSINE, "SCHED_INVSCALING": SCHED_INVSCALING,
-        "UNIT_STEP": UNIT_STEP, "UNIT_EPOCH": UNIT_EPOCH,
+        "SCHED_COSINE_RESTARTS": SCHED_COSINE_RESTARTS, "SCHED_ONE_CYCLE": SCHED_ONE_CYCLE,
+        "N_SCHEDULES": N_SCHEDULES,
+        "UNIT_STEP": UNIT_STEP, "UNIT_EPOCH": UNIT_EPOCH, "N_UNITS": N_UNITS,
         "H_LR": H_LR, "H_LR_SCALE": H_LR_SCALE, "H_MOMENTUM": H_MOMENTUM, "H_BETA1": H_BETA1,
         "H_BETA2": H_BETA2, "H_EPS": H_EPS, "H_RHO": H_RHO, "H_WEIGHT_DECAY": H_WEIGHT_DECAY,
         "H_L2": H_L2, "H_L1": H_L1, "H_CLIP": H_CLIP, "H_GAMMA": H_GAMMA,
         "H_STEP_SIZE": H_STEP_SIZE, "H_POWER": H_POWER, "H_T_MAX": H_T_MAX,
-        "H_LR_MIN": H_LR_MIN, "H_WARMUP": H_WARMUP, "H_EPOCH": H_EPOCH, "N_HP": N_HP,
+        "H_LR_MIN": H_LR_MIN, "H_WARMUP": H_WARMUP, "H_EPOCH": H_EPOCH,
+        "H_LOSS_PARAM": H_LOSS_PARAM, "H_MOMENTUM_DECAY": H_MOMENTUM_DECAY, "H_T_0": H_T_0,
+        "H_T_MULT": H_T_MULT, "H_MAX_LR": H_MAX_LR, "H_PCT_START": H_PCT_START,
+        "H_DIV_FACTOR": H_DIV_FACTOR, "H_FINAL_DIV_FACTOR": H_FINAL_DIV_FACTOR,
+        "H_ANNEAL_LINEAR": H_ANNEAL_LINEAR, "N_HP": N_HP,
         "STATUS_OK": STATUS_OK, "STATUS_NONFINITE": STATUS_NONFINITE,
+        "STATUS_BAD_LOSS": STATUS_BAD_LOSS, "STATUS_BAD_OPTIMIZER": STATUS_BAD_OPTIMIZER,
+        "STATUS_BAD_SCHEDULE": STATUS_BAD_SCHEDULE,
+        "S_VELOCITY": S_VELOCITY, "S_SUM": S_SUM, "S_SQUARE_AVG": S_SQUARE_AVG, "S_EXP_AVG": S_EXP_AVG,
+        "S_EXP_AVG_SQ": S_EXP_AVG_SQ, "S_MAX_EXP_AVG_SQ": S_MAX_EXP_AVG_SQ, "S_EXP_INF": S_EXP_INF,
         "WORK_ROWS": WORK_ROWS, "N_CHUNKS": N_CHUNKS,
         "LAZY_FIELDS": LAZY_FIELDS, "COUNT_UPDATES": COUNT_UPDATES, "COUNT_CATCHUPS": COUNT_CATCHUPS,
         "N_COUNTERS": N_COUNTERS, "SPARSE_DENSE": SPARSE_DENSE,
@@ -173,6 +219,11 @@ cdef struct Params:
     double lr_min
     double warmup
     double epoch
+    double* hp  # the whole hp array, as the shared rules read it
+
+
+# The scalar rules shared with the Numba backend (inline nogil C functions here).
+include "../_rules.py"
 
 
 cdef inline void _read_params(Params* P, const int64_t[:] codes, const double[:] hp) noexcept nogil:
@@ -201,89 +252,33 @@ cdef inline void _read_params(Params* P, const int64_t[:] codes, const double[:]
     P.lr_min = hp[H_LR_MIN]
     P.warmup = hp[H_WARMUP]
     P.epoch = hp[H_EPOCH]
+    P.hp = <double*>&hp[0]
 
 
 cdef inline double _learning_rate(const Params* P, int64_t t) noexcept nogil:
-    """The schedule of :mod:`fastgd.schedules` at step clock ``t`` / epoch ``P.epoch``."""
-    cdef double c = <double>t if P.unit == UNIT_STEP else P.epoch
-    cdef double eta0 = P.lr
-    cdef double warm = P.warmup
-    cdef double lr, f
-    if warm > 0 and c < warm:
-        return P.lr_scale * eta0 * (c + 1.0) / warm
-    c -= warm
-    if P.sched == SCHED_CONSTANT:
-        lr = eta0
-    elif P.sched == SCHED_STEP:
-        lr = eta0 * pow(P.gamma, floor(c / P.step_size))
-    elif P.sched == SCHED_EXPONENTIAL:
-        lr = eta0 * pow(P.gamma, c)
-    elif P.sched == SCHED_POLYNOMIAL:
-        f = (c if c < P.t_max else P.t_max) / P.t_max
-        lr = (eta0 - P.lr_min) * pow(1.0 - f, P.power) + P.lr_min
-    elif P.sched == SCHED_COSINE:
-        f = (c if c < P.t_max else P.t_max) / P.t_max
-        lr = P.lr_min + (eta0 - P.lr_min) * 0.5 * (1.0 + cos(M_PI * f))
-    else:
-        lr = eta0 / pow(c + 1.0, P.power)
-    return P.lr_scale * lr
+    """The schedule of :mod:`fastgd.schedules` at step clock ``t`` / epoch ``hp[H_EPOCH]``."""
+    return learning_rate(P.sched, P.unit, <double>t, P.hp)
 
 
 # --- losses -------------------------------------------------------------------------------
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-cdef inline floating _log1p(floating x) noexcept nogil:
-    if floating is float:
-        return log1pf(x)
-    else:
-        return log1p(x)
-
-
 cdef inline double _sample_loss(int64_t loss_code, floating* z, const char* yrow, Py_ssize_t ystride,
-                                floating* dz, Py_ssize_t K) noexcept nogil:
+                                floating* dz, Py_ssize_t K, double* hp) noexcept nogil:
     """Loss of one sample from its margins ``z``; writes d loss / d z into ``dz``. ``yrow``
     points at the sample's targets, ``ystride`` bytes apart."""
-    cdef Py_ssize_t k, label
-    cdef double total, s
-    cdef floating r, m, yi, e, zmax
+    cdef Py_ssize_t k
+    cdef double total = 0.0
+    cdef double value, d
+    if loss_code == LOSS_SOFTMAX:
+        return softmax_loss(z, dz, K, <Py_ssize_t>((<const floating*>yrow)[0]))
     if loss_code == LOSS_SQUARED:
-        total = 0.0
         for k in range(K):
-            r = z[k] - (<const floating*>(yrow + k * ystride))[0]
-            total += r * r
-            dz[k] = 2.0 * r
+            value, d = loss_1(loss_code, z[k], (<const floating*>(yrow + k * ystride))[0], hp)
+            dz[k] = <floating>d
+            total += value
         return total
-    if loss_code == LOSS_LOG:
-        # log(1 + e^m) - y m, evaluated without overflow for any margin
-        m = z[0]
-        yi = (<const floating*>yrow)[0]
-        if m >= 0:
-            e = _exp(-m)
-            dz[0] = 1.0 / (1.0 + e) - yi
-            return m + _log1p(e) - yi * m
-        e = _exp(m)
-        dz[0] = e / (1.0 + e) - yi
-        return _log1p(e) - yi * m
-    # softmax cross-entropy: logsumexp(z) - z[label], shifted by max(z)
-    label = <Py_ssize_t>((<const floating*>yrow)[0])
-    zmax = z[0]
-    for k in range(1, K):
-        if z[k] > zmax:
-            zmax = z[k]
-    s = 0.0
-    for k in range(K):
-        e = _exp(z[k] - zmax)
-        dz[k] = e
-        s += e
-    for k in range(K):
-        dz[k] = dz[k] / s
-    dz[label] = dz[label] - 1.0
-    return zmax + log(s) - z[label]
+    value, d = loss_1(loss_code, z[0], (<const floating*>yrow)[0], hp)
+    dz[0] = <floating>d
+    return value
 
 
 cdef inline floating _dot(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
@@ -306,7 +301,7 @@ cdef inline floating _dot(const floating* a, const floating* b, Py_ssize_t n) no
 
 cdef inline double _accumulate(const floating* xi, const char* yrow, Py_ssize_t ystride, floating s,
                                const floating* cf, floating* g, floating* z, floating* dz,
-                               Py_ssize_t p, Py_ssize_t K, int64_t loss_code) noexcept nogil:
+                               Py_ssize_t p, Py_ssize_t K, int64_t loss_code, double* hp) noexcept nogil:
     """Add one sample's weighted gradient (features ``xi``, weight ``s``) to ``g``; return its
     weighted loss. ``cf`` / ``g`` are the C-contiguous ``(p + 1, K)`` coefficient / gradient."""
     cdef Py_ssize_t f, k
@@ -321,7 +316,7 @@ cdef inline double _accumulate(const floating* xi, const char* yrow, Py_ssize_t 
             xf = xi[f]
             for k in range(K):
                 z[k] = z[k] + xf * cf[f * K + k]
-    loss = _sample_loss(loss_code, z, yrow, ystride, dz, K)
+    loss = _sample_loss(loss_code, z, yrow, ystride, dz, K, hp)
     if K == 1:
         d = dz[0] * s
         for f in range(p):
@@ -339,200 +334,18 @@ cdef inline double _accumulate(const floating* xi, const char* yrow, Py_ssize_t 
     return s * loss
 
 
-# --- optimizer steps on a range [lo, hi) of the flattened parameters ----------------------
-# ``wl2`` is the coupled L2 strength of the range (0 for the intercept row), ``cs`` the
-# gradient scale (1 / batch size, times the clipping factor). ``st`` points at slot 0 of the
-# optimizer state; slot j of parameter i is st[j * n + i].
-cdef inline void _sgd(floating* cf, const floating* g, floating* st, Py_ssize_t n, Py_ssize_t lo,
-                      Py_ssize_t hi, double wl2, double cs, double lr, double mu, bint nesterov) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double w, gi, v
-    if mu > 0:
-        for i in range(lo, hi):
-            w = cf[i]
-            gi = g[i] * cs + wl2 * w
-            v = mu * st[i] + gi
-            st[i] = <floating>v
-            if nesterov:
-                gi = gi + mu * v
-            else:
-                gi = v
-            cf[i] = <floating>(w - lr * gi)
-    else:
-        for i in range(lo, hi):
-            w = cf[i]
-            gi = g[i] * cs + wl2 * w
-            cf[i] = <floating>(w - lr * gi)
-
-
-cdef inline void _adagrad(floating* cf, const floating* g, floating* st, Py_ssize_t lo, Py_ssize_t hi,
-                          double wl2, double cs, double lr, double eps) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double w, gi, s
-    for i in range(lo, hi):
-        w = cf[i]
-        gi = g[i] * cs + wl2 * w
-        s = st[i] + gi * gi
-        st[i] = <floating>s
-        cf[i] = <floating>(w - lr * gi / (sqrt(s) + eps))
-
-
-cdef inline void _rmsprop(floating* cf, const floating* g, floating* st, Py_ssize_t lo, Py_ssize_t hi,
-                          double wl2, double cs, double lr, double eps, double rho) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double w, gi, a
-    for i in range(lo, hi):
-        w = cf[i]
-        gi = g[i] * cs + wl2 * w
-        a = rho * st[i] + (1.0 - rho) * gi * gi
-        st[i] = <floating>a
-        cf[i] = <floating>(w - lr * gi / (sqrt(a) + eps))
-
-
-cdef inline void _adam(floating* cf, const floating* g, floating* st, Py_ssize_t n, Py_ssize_t lo,
-                       Py_ssize_t hi, double wl2, double shrink, double cs, double step_size,
-                       double bc2_sqrt, double b1, double b2, double eps, bint amsgrad) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double w0, w, gi, m, v
-    cdef floating* sm = st
-    cdef floating* sv = st + n
-    cdef floating* smax = st + 2 * n
-    for i in range(lo, hi):
-        w0 = cf[i]
-        gi = g[i] * cs + wl2 * w0
-        w = w0 * shrink
-        m = b1 * sm[i] + (1.0 - b1) * gi
-        v = b2 * sv[i] + (1.0 - b2) * gi * gi
-        sm[i] = <floating>m
-        sv[i] = <floating>v
-        if amsgrad:
-            if v > smax[i]:
-                smax[i] = <floating>v
-            v = smax[i]
-        cf[i] = <floating>(w - step_size * m / (sqrt(v) / bc2_sqrt + eps))
-
-
-cdef inline double _ipow(double a, int64_t b) noexcept nogil:
-    """``a ** b`` for an integer ``b >= 0`` by repeated squaring, as Numba evaluates
-    ``float ** int`` (so Adam's bias corrections agree with the Numba backend bit for bit)."""
-    cdef double r = 1.0
-    if b > 0x10000:
-        return pow(a, <double>b)
-    while b != 0:
-        if b & 1:
-            r *= a
-        b >>= 1
-        a *= a
-    return r
-
-
-cdef inline void _apply_step(floating* cf, const floating* g, floating* st, Py_ssize_t n_w,
-                             Py_ssize_t n, const Params* P, int64_t t, double inv_b) noexcept nogil:
-    """One optimizer step of all ``n`` parameters (the first ``n_w`` are weights, the rest the
-    intercept) from ``g``, a sum over the batch scaled by ``inv_b``: global-norm clipping,
-    coupled L2, the update rule, decoupled decay, the L1 proximal step."""
-    cdef Py_ssize_t i
-    cdef double lr = _learning_rate(P, t)
-    cdef int64_t step = t + 1
-    cdef double cs = inv_b
-    cdef double sq, gi, c, w, thresh, step_size, bc2_sqrt
-    if P.clip > 0:
-        # torch.nn.utils.clip_grad_norm_: scale by min(1, clip / (||g|| + 1e-6))
-        sq = 0.0
-        for i in range(n):
-            gi = g[i] * inv_b
-            sq += gi * gi
-        c = P.clip / (sqrt(sq) + 1e-6)
-        if c < 1.0:
-            cs = inv_b * c
-    if P.opt == OPT_SGD:
-        _sgd(cf, g, st, n, 0, n_w, P.l2, cs, lr, P.momentum, P.nesterov != 0)
-        _sgd(cf, g, st, n, n_w, n, 0.0, cs, lr, P.momentum, P.nesterov != 0)
-    elif P.opt == OPT_ADAGRAD:
-        _adagrad(cf, g, st, 0, n_w, P.l2, cs, lr, P.eps)
-        _adagrad(cf, g, st, n_w, n, 0.0, cs, lr, P.eps)
-    elif P.opt == OPT_RMSPROP:
-        _rmsprop(cf, g, st, 0, n_w, P.l2, cs, lr, P.eps, P.rho)
-        _rmsprop(cf, g, st, n_w, n, 0.0, cs, lr, P.eps, P.rho)
-    else:
-        step_size = lr / (1.0 - _ipow(P.beta1, step))
-        bc2_sqrt = sqrt(1.0 - _ipow(P.beta2, step))
-        _adam(cf, g, st, n, 0, n_w, P.l2, 1.0 - lr * P.weight_decay, cs, step_size, bc2_sqrt,
-              P.beta1, P.beta2, P.eps, P.amsgrad != 0)
-        _adam(cf, g, st, n, n_w, n, 0.0, 1.0, cs, step_size, bc2_sqrt,
-              P.beta1, P.beta2, P.eps, P.amsgrad != 0)
-    if P.l1 > 0:
-        thresh = lr * P.l1
-        for i in range(n_w):
-            w = cf[i]
-            if w > thresh:
-                cf[i] = <floating>(w - thresh)
-            elif w < -thresh:
-                cf[i] = <floating>(w + thresh)
-            else:
-                cf[i] = 0
-
-
-cdef inline double _apply_step_rows(floating* cf, const floating* g, floating* st, Py_ssize_t n,
-                                   Py_ssize_t p, Py_ssize_t K, const int64_t* rows, Py_ssize_t n_rows,
-                                   const Params* P, int64_t t, double inv_b) noexcept nogil:
-    """:func:`_apply_step` restricted to the coefficient rows ``rows[:n_rows]`` (the rows a
-    sparse batch touched, the intercept row ``p`` last; every other row's gradient is zero and
-    it is left alone). The optimizer is dispatched once; returns the learning rate used."""
-    cdef Py_ssize_t j, i, lo, r
-    cdef double lr = _learning_rate(P, t)
-    cdef int64_t step = t + 1
-    cdef double cs = inv_b
-    cdef double sq, gi, c, w, thresh, step_size, bc2_sqrt, shrink
-    cdef bint nesterov = P.nesterov != 0
-    cdef bint amsgrad = P.amsgrad != 0
-    if P.clip > 0:
-        sq = 0.0
-        for j in range(n_rows):
-            lo = rows[j] * K
-            for i in range(lo, lo + K):
-                gi = g[i] * inv_b
-                sq += gi * gi
-        c = P.clip / (sqrt(sq) + 1e-6)
-        if c < 1.0:
-            cs = inv_b * c
-    if P.opt == OPT_SGD:
-        for j in range(n_rows):
-            r = rows[j]
-            _sgd(cf, g, st, n, r * K, r * K + K, P.l2 if r < p else 0.0, cs, lr, P.momentum, nesterov)
-    elif P.opt == OPT_ADAGRAD:
-        for j in range(n_rows):
-            r = rows[j]
-            _adagrad(cf, g, st, r * K, r * K + K, P.l2 if r < p else 0.0, cs, lr, P.eps)
-    elif P.opt == OPT_RMSPROP:
-        for j in range(n_rows):
-            r = rows[j]
-            _rmsprop(cf, g, st, r * K, r * K + K, P.l2 if r < p else 0.0, cs, lr, P.eps, P.rho)
-    else:
-        step_size = lr / (1.0 - _ipow(P.beta1, step))
-        bc2_sqrt = sqrt(1.0 - _ipow(P.beta2, step))
-        shrink = 1.0 - lr * P.weight_decay
-        for j in range(n_rows):
-            r = rows[j]
-            if r < p:
-                _adam(cf, g, st, n, r * K, r * K + K, P.l2, shrink, cs, step_size, bc2_sqrt,
-                      P.beta1, P.beta2, P.eps, amsgrad)
-            else:
-                _adam(cf, g, st, n, r * K, r * K + K, 0.0, 1.0, cs, step_size, bc2_sqrt,
-                      P.beta1, P.beta2, P.eps, amsgrad)
-    if P.l1 > 0:
-        thresh = lr * P.l1
-        for j in range(n_rows):
-            r = rows[j]
-            if r < p:
-                for i in range(r * K, r * K + K):
-                    w = cf[i]
-                    if w > thresh:
-                        cf[i] = <floating>(w - thresh)
-                    elif w < -thresh:
-                        cf[i] = <floating>(w + thresh)
-                    else:
-                        cf[i] = 0
+# --- optimizer steps (the shared rules' apply_step) -------------------------------------
+cdef inline double _apply_step(floating* cf, const floating* g, floating* st, Py_ssize_t n, Py_ssize_t K,
+                               const int64_t* rows, Py_ssize_t n_rows, const Params* P, int64_t t,
+                               double inv_b, double* mu_prod) noexcept nogil:
+    """One optimizer step of the ``n`` parameters ``(p + 1, K)`` (every row when ``n_rows < 0``,
+    else the rows ``rows[:n_rows]``, the intercept row last) from ``g``, a sum over the batch
+    scaled by ``inv_b``; NAdam's momentum product ``mu_prod`` is carried from step to step.
+    Returns the learning rate used."""
+    cdef double lr
+    # (int64_t and Py_ssize_t are the same 64-bit integer on the platforms fastgd builds for)
+    lr, mu_prod[0] = apply_step(P.opt, P.nesterov, P.amsgrad, P.sched, P.unit, cf, <floating*>g, st, n, K,
+                                <Py_ssize_t*>rows, n_rows, <double>t, P.hp, inv_b, mu_prod[0])
     return lr
 
 
@@ -554,14 +367,6 @@ cdef inline bint _all_finite(const floating* a, Py_ssize_t n) noexcept nogil:
         if not isfinite(a[i]):
             return False
     return True
-
-
-cdef int _n_slots(const Params* P) noexcept nogil:
-    if P.opt == OPT_SGD:
-        return 1 if P.momentum > 0 else 0
-    if P.opt == OPT_ADAGRAD or P.opt == OPT_RMSPROP:
-        return 1
-    return 3 if P.amsgrad else 2
 
 
 cdef int _check_layout(Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t y_rows, Py_ssize_t y_cols,
@@ -587,15 +392,20 @@ cdef int _check_params(Py_ssize_t n_codes, Py_ssize_t n_hp) except -1:
     return 0
 
 
+cdef inline int _check_codes(const Params* P) noexcept nogil:
+    return check_codes(P.loss, P.opt, P.sched, P.unit)
+
+
 cdef enum:
     PREFETCH_AHEAD = 4  # samples ahead whose rows are requested early (a tuning constant)
 
 
-cdef int _check_step_args(Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2, const Params* P, Py_ssize_t p1,
+cdef int _check_step_args(Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2, codes, hp, Py_ssize_t p1,
                           Py_ssize_t K, Py_ssize_t batch_size, Py_ssize_t t_len) except -1:
-    if s0 < _n_slots(P) or (s0 > 0 and (s1 != p1 or s2 != K)):
-        raise ValueError(f"state has shape ({s0}, {s1}, {s2}); the optimizer needs "
-                         f"({_n_slots(P)}, {p1}, {K})")
+    # (called after the codes were found in range)
+    cdef Py_ssize_t slots = _contract.state_slots(codes, hp)
+    if s0 < slots or (s0 > 0 and (s1 != p1 or s2 != K)):
+        raise ValueError(f"state has shape ({s0}, {s1}, {s2}); the optimizer needs ({slots}, {p1}, {K})")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     if t_len < 1:
@@ -624,6 +434,7 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
     cdef int status = STATUS_OK
     cdef double loss_sum = 0.0
     cdef double batch_loss
+    cdef double mu_prod
     cdef floating* cf = &coef[0, 0]
     cdef floating* g = &grad[0, 0]
     cdef floating* z = &work[0, 0]
@@ -633,11 +444,15 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
     _read_params(&P, codes, hp)
     _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
                   grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], P.loss)
-    _check_step_args(state.shape[0], state.shape[1], state.shape[2], &P, p1, K, batch_size, t.shape[0])
+    status = _check_codes(&P)
+    if status != STATUS_OK:
+        return status, 0.0
+    _check_step_args(state.shape[0], state.shape[1], state.shape[2], codes, hp, p1, K, batch_size, t.shape[0])
     if state.shape[0] > 0:
         st = &state[0, 0, 0]
     with nogil:
         step = t[0]
+        mu_prod = nadam_mu_product(P.opt, <double>step, P.hp)
         start = 0
         while start < n_steps:
             end = start + batch_size
@@ -654,12 +469,12 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
                     FASTGD_PREFETCH(&sw[i])
                 i = order[j]
                 batch_loss += _accumulate(&X[i, 0], <const char*>&y[i, 0], ystride, sw[i], cf, g,
-                                          z, dz, p, K, P.loss)
+                                          z, dz, p, K, P.loss, P.hp)
             loss_sum += batch_loss
             if not isfinite(batch_loss):
                 status = STATUS_NONFINITE
                 break
-            _apply_step(cf, g, st, p * K, n, &P, step, 1.0 / <double>(end - start))
+            _apply_step(cf, g, st, n, K, NULL, -1, &P, step, 1.0 / <double>(end - start), &mu_prod)
             step += 1
             t[0] = step
             start = end
@@ -687,7 +502,7 @@ cdef double _slice_gradient(const floating* X, const char* yb, Py_ssize_t ys0, P
                             const char* swb, Py_ssize_t sws, const char* ob, Py_ssize_t os,
                             Py_ssize_t n_order, Py_ssize_t lo, Py_ssize_t hi, const floating* cf,
                             floating* part, floating* z, floating* dz, Py_ssize_t p, Py_ssize_t K,
-                            int64_t loss_code) noexcept nogil:
+                            int64_t loss_code, double* hp) noexcept nogil:
     """``part`` = sum over the samples ``order[lo:hi]`` (``lo:hi`` itself when ``ob`` is NULL)
     of the weighted sample gradients; returns their weighted loss sum."""
     cdef floating zl[2 * LOCAL_K]
@@ -709,7 +524,7 @@ cdef double _slice_gradient(const floating* X, const char* yb, Py_ssize_t ys0, P
         else:
             i = j
         acc += _accumulate(X + i * p, yb + i * ys0, ys1, (<const floating*>(swb + i * sws))[0],
-                           cf, part, z, dz, p, K, loss_code)
+                           cf, part, z, dz, p, K, loss_code, hp)
     return acc
 
 
@@ -718,7 +533,7 @@ cdef double _chunked_gradient(const floating* X, const char* yb, Py_ssize_t ys0,
                               Py_ssize_t n_order, Py_ssize_t start, Py_ssize_t end, const floating* cf,
                               floating* g, floating* partial, floating* pwork, Py_ssize_t pw_chunk,
                               Py_ssize_t pw_row, double* losses, Py_ssize_t p, Py_ssize_t K,
-                              int64_t loss_code) noexcept nogil:
+                              int64_t loss_code, double* hp) noexcept nogil:
     """``g`` = sum over ``order[start:end]`` of the weighted sample gradients, accumulated in
     N_CHUNKS fixed slices in parallel and added in slice order; returns the weighted loss sum.
     ``partial`` is (N_CHUNKS, p + 1, K), ``pwork`` N_CHUNKS blocks of ``pw_chunk`` elements
@@ -733,7 +548,7 @@ cdef double _chunked_gradient(const floating* X, const char* yb, Py_ssize_t ys0,
         hi = start + (b * (c + 1)) // N_CHUNKS
         losses[c] = _slice_gradient(X, yb, ys0, ys1, swb, sws, ob, os, n_order, lo, hi, cf,
                                     partial + c * n, pwork + c * pw_chunk,
-                                    pwork + c * pw_chunk + pw_row, p, K, loss_code)
+                                    pwork + c * pw_chunk + pw_row, p, K, loss_code, hp)
     for c in range(N_CHUNKS):
         total += losses[c]
     for q in range(n):
@@ -774,6 +589,7 @@ def epoch_dense_chunked(const floating[:, ::1] X, const floating[:, :] y, const 
     cdef int status = STATUS_OK
     cdef double loss_sum = 0.0
     cdef double batch_loss
+    cdef double mu_prod
     cdef floating* cf = &coef[0, 0]
     cdef floating* g = &grad[0, 0]
     cdef floating* st = NULL
@@ -782,13 +598,17 @@ def epoch_dense_chunked(const floating[:, ::1] X, const floating[:, :] y, const 
     _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
                   grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], P.loss)
     _check_chunk_buffers(tuple(partial.shape)[:3], tuple(pwork.shape)[:3], losses.shape[0], p1, K)
-    _check_step_args(state.shape[0], state.shape[1], state.shape[2], &P, p1, K, batch_size, t.shape[0])
+    status = _check_codes(&P)
+    if status != STATUS_OK:
+        return status, 0.0
+    _check_step_args(state.shape[0], state.shape[1], state.shape[2], codes, hp, p1, K, batch_size, t.shape[0])
     if state.shape[0] > 0:
         st = &state[0, 0, 0]
     cdef Py_ssize_t pw_chunk = pwork.strides[0] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t pw_row = pwork.strides[1] // <Py_ssize_t>sizeof(floating)
     with nogil:
         step = t[0]
+        mu_prod = nadam_mu_product(P.opt, <double>step, P.hp)
         start = 0
         while start < n_steps:
             end = start + batch_size
@@ -798,12 +618,12 @@ def epoch_dense_chunked(const floating[:, ::1] X, const floating[:, :] y, const 
                                            <const char*>&sw[0], sw.strides[0],
                                            <const char*>&order[0], order.strides[0], n_steps,
                                            start, end, cf, g, &partial[0, 0, 0], &pwork[0, 0, 0],
-                                           pw_chunk, pw_row, &losses[0], p, K, P.loss)
+                                           pw_chunk, pw_row, &losses[0], p, K, P.loss, P.hp)
             loss_sum += batch_loss
             if not isfinite(batch_loss):
                 status = STATUS_NONFINITE
                 break
-            _apply_step(cf, g, st, p * K, n, &P, step, 1.0 / <double>(end - start))
+            _apply_step(cf, g, st, n, K, NULL, -1, &P, step, 1.0 / <double>(end - start), &mu_prod)
             step += 1
             t[0] = step
             start = end
@@ -814,9 +634,10 @@ def epoch_dense_chunked(const floating[:, ::1] X, const floating[:, :] y, const 
 
 def full_gradient_dense(const floating[:, ::1] X, const floating[:, :] y, const floating[:] sw,
                         const floating[:, ::1] coef, const int64_t[:] codes, floating[:, ::1] grad,
-                        floating[:, ::1] work):
+                        floating[:, ::1] work, hp=None):
     """Sum over all samples of ``sw_i * grad loss_i`` into ``grad`` divided by n (on all cores,
-    in N_CHUNKS fixed slices added in order); returns the weighted loss sum."""
+    in N_CHUNKS fixed slices added in order); returns the weighted loss sum. ``hp`` carries the
+    loss's parameter (``H_LOSS_PARAM``), if any."""
     cdef Py_ssize_t n_samples = X.shape[0]
     cdef Py_ssize_t p1 = coef.shape[0]
     cdef Py_ssize_t K = coef.shape[1]
@@ -826,8 +647,11 @@ def full_gradient_dense(const floating[:, ::1] X, const floating[:, :] y, const 
     cdef int64_t loss_code
     cdef double loss_sum = 0.0
     cdef floating* g = &grad[0, 0]
-    _check_params(codes.shape[0], N_HP)
+    cdef double[::1] hpv = np.zeros(N_HP) if hp is None else np.ascontiguousarray(hp, dtype=np.float64)
+    _check_params(codes.shape[0], hpv.shape[0])
     loss_code = codes[C_LOSS]
+    if loss_code < 0 or loss_code >= N_LOSSES:
+        raise ValueError(f"unknown loss code {loss_code}")
     _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
                   grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], loss_code)
     # the slices' scratch, allocated here (not per step, and never inside the parallel loop)
@@ -840,7 +664,7 @@ def full_gradient_dense(const floating[:, ::1] X, const floating[:, :] y, const 
         loss_sum = _chunked_gradient(&X[0, 0], <const char*>&y[0, 0], y.strides[0], y.strides[1],
                                      <const char*>&sw[0], sw.strides[0], NULL, 0, n_samples,
                                      0, n_samples, &coef[0, 0], g, &partial[0, 0, 0], &pwork[0, 0, 0],
-                                     WORK_ROWS * K, K, &losses[0], p, K, loss_code)
+                                     WORK_ROWS * K, K, &losses[0], p, K, loss_code, &hpv[0])
         for j in range(n):
             g[j] = g[j] / dn
     return loss_sum
@@ -888,48 +712,10 @@ cdef struct Lazy:
     double rho
 
 
-cdef inline int _sparse_mode(const Params* P) noexcept nogil:
-    if ((P.opt == OPT_SGD and P.momentum == 0)
-            or ((P.opt == OPT_ADAGRAD or P.opt == OPT_RMSPROP) and P.l2 == 0)):
-        return SPARSE_LAZY_EXACT
-    return SPARSE_LAZY_APPROX if P.lazy != 0 else SPARSE_DENSE
-
-
-def sparse_mode(const int64_t[:] codes, const double[:] hp):
-    """:func:`fastgd._contract.sparse_mode`, compiled."""
-    cdef Params P
-    _check_params(codes.shape[0], hp.shape[0])
-    _read_params(&P, codes, hp)
-    return _sparse_mode(&P)
-
-
 cdef inline int _catch_up(floating* cf, floating* st, Py_ssize_t c, Py_ssize_t K, double A, double B,
                           double T, const Lazy* L) noexcept nogil:
-    """Apply to coordinate row ``c`` the deferred maps since it was last up to date:
-    ``|w| <- max((A / A_u) |w| - (B - (A / A_u) B_u), 0)``; RMSprop's accumulator (slot 0 at
-    ``st``) decays by ``rho`` per missed step. Returns 1 if anything was applied."""
-    cdef double u = L.last[LAZY_FIELDS * c]
-    cdef double ratio, shift, w, aw, f
-    cdef Py_ssize_t k
-    if u == T:
-        return 0
-    ratio = A / L.a[LAZY_FIELDS * c]
-    shift = B - ratio * L.b[LAZY_FIELDS * c]
-    for k in range(c * K, c * K + K):
-        w = cf[k]
-        aw = fabs(w) * ratio - shift
-        if aw > 0:
-            cf[k] = <floating>(aw if w > 0 else -aw)
-        else:
-            cf[k] = 0
-    if L.rmsprop:
-        f = pow(L.rho, T - u)
-        for k in range(c * K, c * K + K):
-            st[k] = <floating>(st[k] * f)
-    L.last[LAZY_FIELDS * c] = T
-    L.a[LAZY_FIELDS * c] = A
-    L.b[LAZY_FIELDS * c] = B
-    return 1
+    """The shared rules' ``catch_up`` of coordinate row ``c``; returns 1 if anything was applied."""
+    return catch_up(cf, st, c, K, A, B, T, L.last, L.rmsprop, L.rho)
 
 
 cdef void _catch_up_all(floating* cf, floating* st, Py_ssize_t p, Py_ssize_t K, double A, double B,
@@ -950,21 +736,13 @@ cdef void _advance_map(floating* cf, floating* st, Py_ssize_t p, Py_ssize_t K, d
     ``a`` (``lr * l2 >= 1``: the map flips signs and does not compose) and an ``A`` about to
     underflow."""
     cdef Py_ssize_t c, k
-    cdef double w, m
     if a <= 0.0:
         for c in range(p):
             if L.mark[c] != stamp:
                 # (touched coordinates were brought up to date before their step)
                 L.counters[COUNT_CATCHUPS] += _catch_up(cf, st, c, K, A[0], B[0], T, L)
                 for k in range(c * K, c * K + K):
-                    w = cf[k] * a
-                    m = fabs(w) - b
-                    if m > 0:
-                        cf[k] = <floating>(m if w > 0 else -m)
-                    elif m <= 0:
-                        cf[k] = 0
-                    else:
-                        cf[k] = <floating>m  # NaN stays NaN
+                    cf[k] = <floating>lazy_shrink(cf[k] * a, 1.0, b)
         A[0] = 1.0
         B[0] = 0.0
     else:
@@ -1051,7 +829,7 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
         if ptr < hi:
             acc = acc + data[ptr] * w[indices[ptr]]
         z[0] = <floating>(S * (acc + acc1) + w[p])
-        loss = sw[i] * _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, 1)
+        loss = sw[i] * _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, 1, P.hp)
         loss_sum[0] += loss
         if not isfinite(loss):
             t[0] = step
@@ -1104,7 +882,7 @@ cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, 
     cdef int64_t step = t[0]
     cdef double A = 1.0
     cdef double B = 0.0
-    cdef double T, ratio, wc, lr, a, b, loss
+    cdef double T, ratio, lr, a, b, loss
     cdef floating acc, cg, ad, bd, v
     for j in range(n_steps):
         _prefetch_csr_sample(data, indices, indptr, y, sw, order, j)
@@ -1117,17 +895,13 @@ cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, 
             c = indices[ptr]
             v = w[c]
             if L.last[LAZY_FIELDS * c] != T:
-                # written without data-dependent branches (the signs of the weights are
-                # unpredictable); equal to max(|w| r - s, 0) with w's sign, +0 when it vanishes
                 ratio = A / L.a[LAZY_FIELDS * c]
-                wc = fabs(v) * ratio - (B - ratio * L.b[LAZY_FIELDS * c])
-                wc = wc if wc > 0 else 0.0
-                v = <floating>(wc if v > 0 else 0.0 - wc)
+                v = <floating>lazy_shrink(v, ratio, B - ratio * L.b[LAZY_FIELDS * c])
                 w[c] = v
             acc = acc + data[ptr] * v
         L.counters[COUNT_CATCHUPS] += hi - lo
         z[0] = acc
-        loss = sw[i] * _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, 1)
+        loss = sw[i] * _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, 1, P.hp)
         loss_sum[0] += loss
         if not isfinite(loss):
             return STATUS_NONFINITE
@@ -1141,12 +915,7 @@ cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, 
             c = indices[ptr]
             v = ad * w[c] - cg * data[ptr]
             if b > 0:
-                if v > bd:
-                    v = v - bd
-                elif v < -bd:
-                    v = v + bd
-                else:
-                    v = 0
+                v = <floating>soft_threshold(v, bd)
             w[c] = v
             L.mark[c] = j + 1
         w[p] = w[p] - cg
@@ -1161,16 +930,7 @@ cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, 
         t[0] = step
     if not _all_finite(w, p + 1):  # before the catch-up: a diverged epoch leaves untouched weights as they were
         return STATUS_NONFINITE
-    T = <double>step
-    for c in range(p):
-        if L.last[LAZY_FIELDS * c] != T:
-            ratio = A / L.a[LAZY_FIELDS * c]
-            wc = fabs(w[c]) * ratio - (B - ratio * L.b[LAZY_FIELDS * c])
-            if wc > 0:
-                w[c] = <floating>(wc if w[c] > 0 else -wc)
-            else:
-                w[c] = 0
-            L.counters[COUNT_CATCHUPS] += 1
+    _catch_up_all(w, <floating*>NULL, p, 1, A, B, <double>step, L)
     return STATUS_OK
 
 
@@ -1208,7 +968,8 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     cdef floating* dz = &work[1, 0]
     cdef floating* st = NULL
     cdef int64_t* rows
-    cdef bint scaled
+    cdef bint scaled, plain
+    cdef double mu_prod
     _check_params(codes.shape[0], hp.shape[0])
     _read_params(&P, codes, hp)
     if n_rows < 0:
@@ -1218,10 +979,12 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     if indices.shape[0] != data.shape[0] or indptr[n_rows] > data.shape[0]:
         raise ValueError(f"inconsistent CSR parts: {data.shape[0]} values, {indices.shape[0]} "
                          f"indices, indptr ends at {indptr[n_rows]}")
-    # per-sample plain SGD with L2 only: the running-scale kernel, which needs no lazy buffers
-    # (fastgd._contract.csr_needs_lazy_buffers)
-    scaled = (batch_size == 1 and K == 1 and P.opt == OPT_SGD and P.momentum == 0 and P.clip == 0
-              and P.l1 == 0)
+    # the contract's decisions, taken once per call: per-sample plain SGD with L2 only takes the
+    # running-scale kernel, which needs no lazy buffers; other per-sample plain SGD the fused
+    # lazy kernel; everything else the general loop in the contract's sparse mode
+    scaled = not _contract.csr_needs_lazy_buffers(codes, hp, batch_size, K)
+    plain = _contract.plain_sgd_per_sample(codes, hp, batch_size, K)
+    mode = _contract.sparse_mode(codes, hp)
     if not scaled and (lazy_work.shape[0] < p or lazy_work.shape[1] != LAZY_FIELDS):
         raise ValueError(f"lazy_work has shape ({lazy_work.shape[0]}, {lazy_work.shape[1]}); "
                          f"need ({p}, {LAZY_FIELDS})")
@@ -1230,7 +993,10 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                          f"need (2, {p + 1})")
     if counters.shape[0] < N_COUNTERS:
         raise ValueError(f"counters has {counters.shape[0]} entries; need {N_COUNTERS}")
-    _check_step_args(state.shape[0], state.shape[1], state.shape[2], &P, p1, K, batch_size, t.shape[0])
+    status = _check_codes(&P)
+    if status != STATUS_OK:
+        return status, 0.0
+    _check_step_args(state.shape[0], state.shape[1], state.shape[2], codes, hp, p1, K, batch_size, t.shape[0])
     if state.shape[0] > 0:
         st = &state[0, 0, 0]
     L.counters = &counters[0]
@@ -1254,7 +1020,6 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     L.rmsprop = P.opt == OPT_RMSPROP
     L.rho = P.rho
     rows = &index_work[1, 0]
-    mode = _sparse_mode(&P)
     with nogil:
         for q in range(n):
             g[q] = 0
@@ -1264,10 +1029,11 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
             L.a[LAZY_FIELDS * c] = 1.0
             L.b[LAZY_FIELDS * c] = 0.0
             L.mark[c] = -1
-        if batch_size == 1 and K == 1 and P.opt == OPT_SGD and P.momentum == 0 and P.clip == 0:
+        if plain:
             status = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, cf, p, t, &P, z, dz, &L,
                                           &loss_sum)
         else:
+            mu_prod = nadam_mu_product(P.opt, <double>step, P.hp)
             start = 0
             while start < n_steps:
                 end = start + batch_size
@@ -1300,7 +1066,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                         x = data[ptr]
                         for k in range(K):
                             z[k] = z[k] + x * cf[c * K + k]
-                    loss = _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, K)
+                    loss = _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, K, P.hp)
                     s = sw[i]
                     batch_loss += s * loss
                     for k in range(K):
@@ -1319,10 +1085,10 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                 rows[nt] = p
                 inv_b = 1.0 / <double>(end - start)
                 if mode == SPARSE_DENSE:
-                    _apply_step(cf, g, st, p * K, n, &P, step, inv_b)
+                    _apply_step(cf, g, st, n, K, NULL, -1, &P, step, inv_b, &mu_prod)
                     L.counters[COUNT_UPDATES] += p1
                 else:
-                    lr = _apply_step_rows(cf, g, st, n, p, K, rows, nt + 1, &P, step, inv_b)
+                    lr = _apply_step(cf, g, st, n, K, rows, nt + 1, &P, step, inv_b, &mu_prod)
                     L.counters[COUNT_UPDATES] += nt + 1
                     if mode == SPARSE_LAZY_EXACT:
                         a = 1.0 - lr * P.l2 if P.opt == OPT_SGD else 1.0
