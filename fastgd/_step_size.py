@@ -152,6 +152,9 @@ def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, st
     """
     optimizer = int(codes[C.C_OPTIMIZER])
     if optimizer != C.OPT_SGD:
+        if optimizer not in ADAPTIVE_DEFAULTS:
+            raise ValueError(f"learning_rate='auto' has no step for optimizer code {optimizer}: an optimizer "
+                             "missing from fastgd._step_size.ADAPTIVE_DEFAULTS; give learning_rate a number.")
         return ADAPTIVE_DEFAULTS[optimizer]
     loss_code = int(codes[C.C_LOSS])
     n = len(train_idx)

@@ -25,8 +25,13 @@ non-finite); the engines reject unknown codes before any work with :func:`check_
 The NumPy reference backend does not use this module: it is the independent check.
 """
 
-import cython
-from cython.cimports.libc.math import copysign, cos, exp, fabs, floor, log, log1p, pow, sqrt
+try:
+    import cython
+except ImportError:  # Cython is needed to build the extension, not to run the Numba engine
+    from fastgd._backends._pure_mode import cython
+
+if not cython.compiled:  # compiled, the .pyx cimports these from libc.math
+    from math import copysign, cos, exp, fabs, floor, log, log1p, pow, sqrt
 
 if not cython.compiled:
     from fastgd._contract import (

@@ -29,7 +29,7 @@ defers the closed-form part of untouched coordinates' updates (see the contract)
 """
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport isfinite
+from libc.math cimport copysign, cos, exp, fabs, floor, isfinite, log, log1p, pow, sqrt
 from libc.stdint cimport int32_t, int64_t
 
 import numpy as np
@@ -437,13 +437,17 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
     cdef double mu_prod
     cdef floating* cf = &coef[0, 0]
     cdef floating* g = &grad[0, 0]
-    cdef floating* z = &work[0, 0]
-    cdef floating* dz = &work[1, 0]
+    cdef floating* z
+    cdef floating* dz
+    cdef const floating* X0  # row i starts at X0 + i * p (no address into an empty X is formed)
     cdef floating* st = NULL
     _check_params(codes.shape[0], hp.shape[0])
     _read_params(&P, codes, hp)
     _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
                   grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], P.loss)
+    z = &work[0, 0]  # after the layout check: work has its two rows
+    dz = &work[1, 0]
+    X0 = &X[0, 0] if p > 0 and X.shape[0] > 0 else NULL
     status = _check_codes(&P)
     if status != STATUS_OK:
         return status, 0.0
@@ -464,11 +468,11 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
             for j in range(start, end):
                 if j + PREFETCH_AHEAD < n_steps:
                     i = order[j + PREFETCH_AHEAD]
-                    _prefetch(<const char*>&X[i, 0], p * <Py_ssize_t>sizeof(floating))
+                    _prefetch(<const char*>(X0 + i * p), p * <Py_ssize_t>sizeof(floating))
                     FASTGD_PREFETCH(&y[i, 0])
                     FASTGD_PREFETCH(&sw[i])
                 i = order[j]
-                batch_loss += _accumulate(&X[i, 0], <const char*>&y[i, 0], ystride, sw[i], cf, g,
+                batch_loss += _accumulate(X0 + i * p, <const char*>&y[i, 0], ystride, sw[i], cf, g,
                                           z, dz, p, K, P.loss, P.hp)
             loss_sum += batch_loss
             if not isfinite(batch_loss):
@@ -964,8 +968,8 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     cdef floating x, s
     cdef floating* cf = &coef[0, 0]
     cdef floating* g = &grad[0, 0]
-    cdef floating* z = &work[0, 0]
-    cdef floating* dz = &work[1, 0]
+    cdef floating* z
+    cdef floating* dz
     cdef floating* st = NULL
     cdef int64_t* rows
     cdef bint scaled, plain
@@ -976,6 +980,8 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
         raise ValueError("indptr must have at least one element")
     _check_layout(n_rows, n_features, y.shape[0], y.shape[1], sw.shape[0], p1, K,
                   grad.shape[0], grad.shape[1], work.shape[0], work.shape[1], P.loss)
+    z = &work[0, 0]  # after the layout check: work has its two rows
+    dz = &work[1, 0]
     if indices.shape[0] != data.shape[0] or indptr[n_rows] > data.shape[0]:
         raise ValueError(f"inconsistent CSR parts: {data.shape[0]} values, {indices.shape[0]} "
                          f"indices, indptr ends at {indptr[n_rows]}")
