@@ -127,7 +127,8 @@ def _prepare_block(estimator, dtype, X, y, sample_weight):
         X = X.copy()
         X.sum_duplicates()
     y2, class_sw = estimator._validate_targets(X, y, False, None)
-    sw = estimator._sample_weight(sample_weight, X, class_sw)
+    # raw weights: the shards scale them to mean 1 over all blocks (_make_shard)
+    sw = estimator._raw_sample_weight(sample_weight, X, class_sw).astype(X.dtype)
     return X, y2, sw
 
 
@@ -153,6 +154,29 @@ def _shard_gradient(problem, coef, codes, backend_name, fraction):
     """``fraction`` times the shard's mean gradient (``fraction`` = its share of the samples)."""
     grad, loss_sum = problem.full_gradient(_worker_backend(backend_name), coef, codes)
     return _Sums((fraction * grad.astype(np.float64),), float(loss_sum))
+
+
+def _shard_step(problem, codes, hp, batch_size, backend_name):
+    """The ``learning_rate="auto"`` step of one shard (:mod:`fastgd._step_size`)."""
+    from fastgd import _step_size
+
+    return _step_size.auto_learning_rate(problem.X, problem.sw, problem.train_idx, codes, hp,
+                                         min(batch_size, problem.X.shape[0]), _worker_backend(backend_name))
+
+
+def _auto_step(shards, n, settings, backend_name):
+    """``learning_rate="auto"`` on sharded data, computed where the shards are.
+
+    The step is ``1 / L`` for a smoothness ``L`` (the Gram matrix's top eigenvalue, or the
+    mini-batch bound) that is affine in the shards' own. The whole data's Gram matrix is the
+    sample-weighted mean of the shards' Gram matrices, and the top eigenvalue is convex, so the
+    weighted mean of the shards' ``L`` bounds the whole data's from above (up to the power
+    iteration's 1 % tolerance): the step is the weighted harmonic mean of the shards' steps, a
+    safe step, exactly the local one with a single shard."""
+    parts = [shards.submit(_shard_step, i, settings.codes, settings.hp, settings.batch_size, backend_name)
+             for i in range(len(shards.sizes))]
+    steps = shards.values(parts)
+    return 1.0 / math.fsum((n_i / n) / step for n_i, step in zip(shards.sizes, steps))
 
 
 def _draw_order(n, rng, shuffle):
@@ -239,6 +263,9 @@ class _ClusterShards:
         streams = self.client.gather([self.client.submit(operator.getitem, d, 1, pure=False) for d in draws])
         return orders, streams
 
+    def values(self, parts):
+        return self.client.gather(parts)
+
     def total(self, parts):
         while len(parts) > REDUCE_FAN_IN:
             parts = [self.client.submit(_add_in_order, *parts[i:i + REDUCE_FAN_IN], pure=False)
@@ -273,6 +300,11 @@ class _LocalShards:
     def draw_orders(self, rngs, shuffles):
         draws = [_draw_order(n, rng, s) for n, rng, s in zip(self.sizes, rngs, shuffles)]
         return [d[0] for d in draws], [d[1] for d in draws]
+
+    def values(self, parts):
+        import dask
+
+        return list(dask.compute(*parts))
 
     def total(self, parts):
         import dask
@@ -310,7 +342,8 @@ class ShardedProblem:
     """Training data held in shards on Dask workers, as the epoch driver sees it.
 
     It offers what :func:`fastgd._solver.train` asks of a :class:`fastgd._solver.Problem`:
-    ``train_idx`` (only its length is used: the samples are never indexed on the client),
+    ``train_idx`` (only its length is used: the samples are never indexed on the client), ``X``
+    (None: no data on the client),
     ``epoch`` and ``full_gradient`` (run on the workers), and no kernel scratch buffers.
 
     Parameters
@@ -327,6 +360,9 @@ class ShardedProblem:
         Optimizer steps between two averages; None averages once per epoch.
     """
 
+    # no data on the client: the driver's sparse scratch and O(nnz) rollback do not apply
+    X = None
+
     def __init__(self, shards, backend_name, shuffle, rngs, sync):
         self.shards = shards
         self.n = int(sum(shards.sizes))
@@ -342,7 +378,7 @@ class ShardedProblem:
     def chunked_buffers(self, *args, **kwargs):
         return None
 
-    def full_gradient(self, backend, coef, codes):
+    def full_gradient(self, backend, coef, codes, hp=None):
         """Mean weighted gradient over all shards (a fixed-order sum of the shards' shares), and
         the weighted loss sum. The workers run ``backend_name``'s kernels (``backend`` is the
         client's, unused)."""
@@ -561,10 +597,22 @@ def _train(estimator, shards, n, p, dtype, sync):
     else:
         coef = estimator._init_coef(p, K, dtype, rng)
     ts = _solver.TrainState(coef=coef, opt_state=optimizer.init_state(coef.shape, dtype), rng=rng)
-    full_batch = estimator.batch_size is None or estimator.batch_size >= n
+    batch_size = estimator._resolved_batch_size(n)  # batch_size="auto" is decided on the whole data
+    full_batch = batch_size >= n
     # The schedule's clock runs on the steps of one worker: a horizon (cosine, polynomial) is
     # set from the largest shard's steps per epoch, as a local fit sets it from its own.
-    settings = estimator._settings(optimizer, n if full_batch else max(shards.sizes), estimator._loss_code, None)
+    requested, estimator.batch_size = estimator.batch_size, (None if full_batch else batch_size)
+    try:
+        settings = estimator._settings(optimizer, n if full_batch else max(shards.sizes), estimator._loss_code,
+                                       None)
+    finally:
+        estimator.batch_size = requested
+    if estimator.learning_rate == "auto":
+        ts.learning_rate = _auto_step(shards, n, settings, get_backend(estimator.backend).name)
+        ts.lr_history.append((0, ts.learning_rate, "auto"))
+        settings.hp[C.H_LR] = ts.learning_rate
+    else:
+        ts.learning_rate = float(estimator.learning_rate)
     if settings.n_jobs > 1:
         warnings.warn("n_jobs is ignored on Dask input: the workers train in parallel.", UserWarning, stacklevel=4)
     # The problem draws the sample orders itself (on the workers): the driver must not.

@@ -159,8 +159,8 @@ def test_dask_dataframe_input_records_feature_names(client):
     X, y = regression()
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
     ddf = dd.from_pandas(frame, npartitions=3)
-    local = LinearRegression(max_iter=15, tol=None).fit(frame, y)
-    remote = LinearRegression(max_iter=15, tol=None).fit(ddf, dd.from_pandas(pd.Series(y), npartitions=3))
+    local = LinearRegression(max_iter=15, tol=None, learning_rate=0.05).fit(frame, y)
+    remote = LinearRegression(max_iter=15, tol=None, learning_rate=0.05).fit(ddf, dd.from_pandas(pd.Series(y), npartitions=3))
     assert_same_fit(local, remote)
     np.testing.assert_array_equal(remote.feature_names_in_, frame.columns)
     np.testing.assert_allclose(remote.predict(ddf).compute(), local.predict(frame), rtol=RTOL)
@@ -318,11 +318,11 @@ def test_row_counts_and_chunking(client):
     with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[240, 239\]"):
         LinearRegression().fit(chunked(X), chunked(y[:-1]))
     # The same rows chunked differently are aligned, not refused.
-    local = LinearRegression(max_iter=10, tol=None).fit(X, y)
-    remote = LinearRegression(max_iter=10, tol=None).fit(chunked(X, 70), chunked(y, 33))
+    local = LinearRegression(max_iter=10, tol=None, learning_rate=0.05).fit(X, y)
+    remote = LinearRegression(max_iter=10, tol=None, learning_rate=0.05).fit(chunked(X, 70), chunked(y, 33))
     assert_same_fit(local, remote)
     # Chunked along the features too: the columns are joined into one block per row chunk.
-    remote = LinearRegression(max_iter=10, tol=None).fit(da.from_array(X, chunks=(70, 4)), y)
+    remote = LinearRegression(max_iter=10, tol=None, learning_rate=0.05).fit(da.from_array(X, chunks=(70, 4)), y)
     assert_same_fit(local, remote)
 
 
@@ -335,8 +335,8 @@ def test_unknown_chunk_sizes_are_refused_with_the_fix(client):
     sub_X, sub_y = dX[keep], dy[keep]
     sub_X.compute_chunk_sizes()
     sub_y.compute_chunk_sizes()
-    reg = LinearRegression(max_iter=5, tol=None).fit(sub_X, sub_y)
-    local = LinearRegression(max_iter=5, tol=None).fit(X[y > 0], y[y > 0])
+    reg = LinearRegression(max_iter=5, tol=None, learning_rate=0.05).fit(sub_X, sub_y)
+    local = LinearRegression(max_iter=5, tol=None, learning_rate=0.05).fit(X[y > 0], y[y > 0])
     assert_same_fit(local, reg)
 
 
@@ -430,3 +430,18 @@ def test_max_iter_reached_warns_as_locally(client):
     with pytest.warns(ConvergenceWarning):
         LinearRegression(max_iter=2, tol=1e-12).fit(chunked(X), chunked(y))
 
+
+
+def test_auto_step_on_shards_is_a_safe_bound_of_the_local_one(client):
+    # learning_rate="auto" on several shards: the weighted harmonic mean of the shards' steps,
+    # never larger than the whole data's step (the Gram matrix's top eigenvalue is convex), up
+    # to the power iteration's 1 % tolerance
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 4)) * np.array([1.0, 3.0, 0.5, 2.0])
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.1 * rng.standard_normal(300)
+    local = LinearRegression(max_iter=3, tol=None).fit(X, y)
+    remote = LinearRegression(max_iter=3, tol=None).fit(da.from_array(X, chunks=(100, 4)), da.from_array(y, chunks=100))
+    assert 0 < remote.learning_rate_ <= local.learning_rate_ * 1.02
+    assert remote.learning_rate_history_[0] == (0, remote.learning_rate_, "auto")
+    converged = LinearRegression().fit(da.from_array(X, chunks=(100, 4)), da.from_array(y, chunks=100))
+    np.testing.assert_allclose(converged.coef_, np.linalg.lstsq(np.c_[X, np.ones(300)], y, rcond=None)[0][:4], rtol=1e-3)

@@ -1,6 +1,7 @@
 """The gallery: ``fastgd demo --plot DIR`` runs every script of examples/, each writing its PNG."""
 
 import os
+import sys
 
 import pytest
 
@@ -29,7 +30,9 @@ def test_demo_plot_writes_every_picture_of_the_gallery(tmp_path, capsys):
     assert all(f"wrote {tmp_path / 'gallery' / name}" in out for name in PICTURES)
 
 
-def test_demo_plot_outside_a_source_checkout_says_where_the_gallery_is(tmp_path, monkeypatch, capsys):
+def test_demo_plot_without_the_gallery_says_where_it_looked(tmp_path, monkeypatch, capsys):
+    # neither the installed fastgd.examples nor a source tree's examples/ next to the package
+    monkeypatch.setitem(sys.modules, "fastgd.examples", None)
     monkeypatch.setattr(fastgd, "__file__", str(tmp_path / "site-packages" / "fastgd" / "__init__.py"))
     assert cli._write_gallery(str(tmp_path / "out")) == 1
     assert "examples/" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -232,7 +232,7 @@ def _row_id(row):
 
 def test_covering_array_covers_every_pair():
     assert not _uncovered_pairs(PAIRWISE_ROWS)
-    assert len(PAIRWISE_ROWS) < 150  # stays a small subset
+    assert len(PAIRWISE_ROWS) < 200  # stays a small subset of the full product
 
 
 @pytest.mark.parametrize("row", PAIRWISE_ROWS, ids=[_row_id(r) for r in PAIRWISE_ROWS])

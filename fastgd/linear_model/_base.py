@@ -45,17 +45,18 @@ def scale_advice(X):
     columns (the intercept's column of ones included) whose root-mean-square values differ by
     a factor ``r`` make it at least of order ``r^2``. One pass over X, no copy of a dense X.
     """
-    if sp.issparse(X):
-        # Over each column's stored entries: a rare feature is not a badly scaled one (and
-        # sparse columns are not standardised, which would fill them in).
-        sq = np.bincount(X.indices, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[1])
-        count = np.bincount(X.indices, minlength=X.shape[1])
-        rms = np.sqrt(sq / np.maximum(count, 1))
-    else:
-        sq = np.einsum("ij,ij->j", X, X, dtype=np.float64)
-        rms = np.sqrt(sq / max(X.shape[0], 1))
-    rms = np.append(rms[rms > 0], 1.0)  # constant-zero columns do not matter; 1 = intercept
-    spread = float(rms.max() / rms.min())
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond 1e154: an inf spread warns
+        if sp.issparse(X):
+            # Over each column's stored entries: a rare feature is not a badly scaled one (and
+            # sparse columns are not standardised, which would fill them in).
+            sq = np.bincount(X.indices, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[1])
+            count = np.bincount(X.indices, minlength=X.shape[1])
+            rms = np.sqrt(sq / np.maximum(count, 1))
+        else:
+            sq = np.einsum("ij,ij->j", X, X, dtype=np.float64)
+            rms = np.sqrt(sq / max(X.shape[0], 1))
+        rms = np.append(rms[rms > 0], 1.0)  # constant-zero columns do not matter; 1 = intercept
+        spread = float(rms.max() / rms.min())
     if spread <= SCALE_SPREAD_WARNING:
         return None
     scaler = "MaxAbsScaler()" if sp.issparse(X) else "StandardScaler()"
@@ -251,18 +252,23 @@ class BaseGD(BaseEstimator):
             X.sum_duplicates()
         return X, y
 
+    def _raw_sample_weight(self, sample_weight, X, class_sw):
+        """Sample weights times class weights, checked, in float64, before any scaling."""
+        sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True, copy=True)
+        with np.errstate(over="ignore"):  # reported just below
+            if class_sw is not None:
+                sw *= class_sw
+        if not math.isfinite(float(np.max(sw, initial=0.0))):
+            raise ValueError("sample_weight times the class weights overflows to inf; use smaller weights.")
+        return sw
+
     def _sample_weight(self, sample_weight, X, class_sw, train_idx, val_idx):
         """Sample weights (times class weights) scaled to mean 1 over ``train_idx``, in X's
         dtype. Divided by their maximum first, so weights near the top or the bottom of the
         float range give the same model as any other constant weights instead of
         overflowing (or underflowing) to zero."""
-        sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True, copy=True)
-        with np.errstate(over="ignore"):  # reported just below
-            if class_sw is not None:
-                sw *= class_sw
+        sw = self._raw_sample_weight(sample_weight, X, class_sw)
         top = float(np.max(sw, initial=0.0))
-        if not math.isfinite(top):
-            raise ValueError("sample_weight times the class weights overflows to inf; use smaller weights.")
         if top > 0:
             sw /= top
         if not np.sum(sw[train_idx]) > 0:
