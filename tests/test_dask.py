@@ -444,4 +444,7 @@ def test_auto_step_on_shards_is_a_safe_bound_of_the_local_one(client):
     assert 0 < remote.learning_rate_ <= local.learning_rate_ * 1.02
     assert remote.learning_rate_history_[0] == (0, remote.learning_rate_, "auto")
     converged = LinearRegression().fit(da.from_array(X, chunks=(100, 4)), da.from_array(y, chunks=100))
-    np.testing.assert_allclose(converged.coef_, np.linalg.lstsq(np.c_[X, np.ones(300)], y, rcond=None)[0][:4], rtol=1e-3)
+    best = np.linalg.lstsq(np.c_[X, np.ones(300)], y, rcond=None)[0]
+    mse_best = np.mean((np.c_[X, np.ones(300)] @ best - y) ** 2)
+    mse = np.mean((X @ converged.coef_ + converged.intercept_ - y) ** 2)
+    assert mse_best <= mse <= mse_best * 1.01  # at the defaults' tol, near the least-squares optimum
