@@ -447,4 +447,4 @@ def test_auto_step_on_shards_is_a_safe_bound_of_the_local_one(client):
     best = np.linalg.lstsq(np.c_[X, np.ones(300)], y, rcond=None)[0]
     mse_best = np.mean((np.c_[X, np.ones(300)] @ best - y) ** 2)
     mse = np.mean((X @ converged.coef_ + converged.intercept_ - y) ** 2)
-    assert mse_best <= mse <= mse_best * 1.01  # at the defaults' tol, near the least-squares optimum
+    assert 0 <= (mse - mse_best) / np.var(y) < 1e-3  # R^2 within 1e-3 of the least-squares optimum's
