@@ -393,8 +393,9 @@ class BaseGD(BaseEstimator):
                                       rollback=first)
             if not incremental:
                 def objective(coef):
-                    return _objective(X[train_idx] if len(train_idx) < n else X, y2[train_idx], sw[train_idx], coef,
-                                      self._loss_code, settings.hp[C.H_L2], settings.hp[C.H_L1])
+                    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is a rise (inf)
+                        return _objective(X[train_idx] if len(train_idx) < n else X, y2[train_idx], sw[train_idx],
+                                          coef, self._loss_code, settings.hp[C.H_L2], settings.hp[C.H_L1])
 
                 _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__, objective)
             self._publish(ts, X.dtype, settings)
