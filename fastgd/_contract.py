@@ -62,6 +62,10 @@ OPT_ADAM = 3  # Adam / AMSGrad; AdamW is Adam with H_WEIGHT_DECAY > 0
 OPT_ADAMAX = 4
 OPT_NADAM = 5
 N_OPTIMIZERS = 6
+# SAGA keeps one derivative per sample besides the parameter-shaped state, so it is not a
+# per-batch update rule: the epoch kernels above reject its code (it is outside
+# N_OPTIMIZERS) and the SAGA kernels below take it.
+OPT_SAGA = 6
 
 SCHED_CONSTANT = 0
 SCHED_STEP = 1
@@ -124,6 +128,7 @@ S_EXP_AVG = 0  # Adam, Adamax, NAdam: first moment
 S_EXP_AVG_SQ = 1  # Adam, NAdam: second moment
 S_MAX_EXP_AVG_SQ = 2  # AMSGrad: running maximum of the second moment
 S_EXP_INF = 1  # Adamax: exponentially weighted infinity norm
+S_SAGA_MEAN = 0  # SAGA: the mean of the stored per-sample gradients
 
 # --- per-sample scratch: rows of ``work`` --------------------------------------------
 WORK_ROWS = 2  # row 0: margins z, row 1: dloss/dz
@@ -139,6 +144,8 @@ def n_slots(optimizer_code, momentum, amsgrad):
         return 3 if amsgrad else 2
     if optimizer_code in (OPT_ADAMAX, OPT_NADAM):
         return 2
+    if optimizer_code == OPT_SAGA:
+        return 1
     raise ValueError(f"unknown optimizer code {optimizer_code}")
 
 
@@ -180,6 +187,22 @@ N_COUNTERS = 2
 SPARSE_DENSE = 0  # every coordinate every step (exact)
 SPARSE_LAZY_EXACT = 1  # touched coordinates + closed-form catch-up (exact)
 SPARSE_LAZY_APPROX = 2  # touched coordinates only (approximate; opt-in)
+
+
+# --- SAGA epochs (Defazio, Bach and Lacoste-Julien 2014) ------------------------------------
+# ``epoch_saga_dense(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean)`` and
+# ``epoch_saga_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp,
+# work, memory, n_mean)`` run one epoch of per-sample SAGA steps. For a linear model the
+# gradient of sample i is ``d_i * [x_i, 1]`` with ``d_i = sw_i * dloss/dz`` (one scalar per
+# output), so the stored gradients are
+#   memory      (n, K), X.dtype: d_i of each sample when it was last visited (0: never);
+#   state[S_SAGA_MEAN]  (p + 1, K): their mean ``(1/n_mean) sum_i memory_i [x_i, 1]``;
+#   n_mean      the number of samples the mean is over (the training samples).
+# A step on sample i with learning rate ``lr`` (the schedule's, at ``t``) updates every
+# parameter, with ``delta = d_i(w) - memory_i``:
+#   w <- prox_{lr * l1}(w - lr * (delta * x_i + mean + l2 * w)),  mean += delta * x_i / n_mean,
+# then ``memory_i = d_i(w)`` (the intercept row has no penalty). The mean is dense, so each
+# step costs O(p K) on CSR input too.
 
 
 def plain_sgd_per_sample(codes, hp, batch_size, n_outputs):
@@ -236,6 +259,19 @@ def check_buffers(n_rows, n_features, y, sw, coef, state, t, codes, hp, batch_si
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     if t.shape[0] < 1:
         raise ValueError("t must have one element")
+
+
+def check_saga_buffers(n_rows, codes, coef, state, memory, n_mean):
+    """The SAGA kernels' part of :func:`check_buffers`: the optimizer code, the stored
+    per-sample gradients ``memory`` and the mean's slot (O(1))."""
+    if codes[C_OPTIMIZER] != OPT_SAGA:
+        raise ValueError(f"the SAGA kernels run optimizer code {OPT_SAGA}; got {codes[C_OPTIMIZER]}")
+    if memory.ndim != 2 or memory.shape[0] != n_rows or memory.shape[1] != coef.shape[1]:
+        raise ValueError(f"memory has shape {memory.shape}; need ({n_rows}, {coef.shape[1]})")
+    if state.ndim != 3 or state.shape[0] < 1 or state.shape[1:] != coef.shape:
+        raise ValueError(f"state has shape {state.shape}; SAGA needs (1, {coef.shape[0]}, {coef.shape[1]})")
+    if n_mean < 1:
+        raise ValueError(f"n_mean must be >= 1; got {n_mean}")
 
 
 def check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, counters, needs_lazy):

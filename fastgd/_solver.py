@@ -64,6 +64,7 @@ class TrainState:
     best_epoch: int = 0  # 1-based epoch of the lowest training loss (0: none yet)
     best_epoch_loss: float = np.inf
     best_epoch_params: tuple = None  # (coef, opt_state) at the start of that epoch
+    sample_memory: np.ndarray = None  # SAGA: the stored gradient scalar of each sample, (n, K)
 
     def copy(self):
         """An independent copy: training the copy leaves this state (its random generator
@@ -78,6 +79,7 @@ class TrainState:
             learning_rate=self.learning_rate, lr_history=list(self.lr_history), rises=list(self.rises),
             best_epoch=self.best_epoch, best_epoch_loss=self.best_epoch_loss,
             best_epoch_params=None if self.best_epoch_params is None else tuple(a.copy() for a in self.best_epoch_params),
+            sample_memory=None if self.sample_memory is None else self.sample_memory.copy(),
         )
 
     def __getstate__(self):
@@ -161,6 +163,8 @@ class Problem:
 
     def epoch(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers=None,
               chunked_buffers=None):
+        if codes[C.C_OPTIMIZER] == C.OPT_SAGA:
+            return self.saga_epoch(backend, order, ts, codes, hp, work)
         if chunked_buffers is not None:
             return backend.epoch_dense_chunked(self.X, self.y, self.sw, order, ts.coef, ts.opt_state, ts.t,
                                                codes, hp, batch_size, grad, work, *chunked_buffers)
@@ -171,6 +175,21 @@ class Problem:
                                      *sparse_buffers)
         return backend.epoch_dense(self.X, self.y, self.sw, order, ts.coef, ts.opt_state, ts.t,
                                    codes, hp, batch_size, grad, work)
+
+
+    def saga_epoch(self, backend, order, ts, codes, hp, work):
+        """A SAGA epoch (see :mod:`fastgd._contract`); its stored gradients are kept in
+        ``ts.sample_memory``, one row per sample of ``X``, the mean over the training samples."""
+        if ts.sample_memory is None or ts.sample_memory.shape != (self.X.shape[0], ts.coef.shape[1]):
+            ts.sample_memory = np.zeros((self.X.shape[0], ts.coef.shape[1]), dtype=ts.coef.dtype)
+            ts.opt_state[C.S_SAGA_MEAN] = 0
+        n_mean = len(self.train_idx)
+        if sp.issparse(self.X):
+            X = self.X
+            return backend.epoch_saga_csr(X.data, X.indices, X.indptr, X.shape[1], self.y, self.sw, order,
+                                          ts.coef, ts.opt_state, ts.t, codes, hp, work, ts.sample_memory, n_mean)
+        return backend.epoch_saga_dense(self.X, self.y, self.sw, order, ts.coef, ts.opt_state, ts.t, codes, hp,
+                                        work, ts.sample_memory, n_mean)
 
 
 @dataclass
@@ -223,7 +242,8 @@ class OutputThreads:
     @staticmethod
     def applies(problem, settings, K, chunked_buffers):
         return (settings.n_jobs > 1 and K > 1 and settings.codes[C.C_LOSS] == C.LOSS_SQUARED
-                and settings.hp[C.H_CLIP] == 0 and chunked_buffers is None)
+                and settings.hp[C.H_CLIP] == 0 and chunked_buffers is None
+                and settings.codes[C.C_OPTIMIZER] != C.OPT_SAGA)
 
     def epoch(self, backend, order, ts, codes, hp, batch_size):
         def run(k):
@@ -380,6 +400,11 @@ def _track_best_epoch(ts, s, loss, start_coef, start_state, hp):
         ts.opt_state[...] = 0
         return
     ts.opt_state[...] = state
+    if ts.sample_memory is not None:
+        # SAGA's mean must stay the mean of its stored gradients, which the restored
+        # parameters did not produce: both restart from zero (a valid SAGA start)
+        ts.sample_memory[...] = 0
+        ts.opt_state[...] = 0
     hp[C.H_LR] *= 0.5
     ts.learning_rate = float(hp[C.H_LR])
     ts.lr_history.append((ts.n_iter, ts.learning_rate, "rise"))
@@ -484,6 +509,8 @@ def rollback_rows(backend, problem, settings, n_outputs):
         return None  # the rows touch much of the model: one plain copy is cheaper than sorting them
     if settings.n_jobs > 1 and n_outputs > 1:  # OutputThreads copies whole columns back
         return None
+    if settings.codes[C.C_OPTIMIZER] == C.OPT_SAGA:  # every step moves every parameter
+        return None
     codes, hp = settings.codes, settings.hp
     mode = C.sparse_mode(codes, hp)
     if mode == C.SPARSE_DENSE:
@@ -516,6 +543,7 @@ class TrainingUndo:
         else:
             self.coef, self.state = ts.coef[rows], ts.opt_state[:, rows]
         self.t = ts.t.copy()
+        self.sample_memory = None if ts.sample_memory is None else ts.sample_memory.copy()
         self.rng_state = ts.rng.bit_generator.state
         self.fields = {name: getattr(ts, name) for name in self._FIELDS}
         self.plateau = list(ts.plateau)
@@ -529,6 +557,7 @@ class TrainingUndo:
         else:
             ts.coef[self.rows], ts.opt_state[:, self.rows] = self.coef, self.state
         ts.t[...] = self.t
+        ts.sample_memory = self.sample_memory
         ts.rng.bit_generator.state = self.rng_state
 
     def restore(self, ts):

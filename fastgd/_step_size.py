@@ -139,6 +139,21 @@ def expected_smoothness(L, L_max, n, b):
     return (n * (b - 1) * L + (n - b) * L_max) / (b * (n - 1))
 
 
+def saga_learning_rate(X, sw, train_idx, codes, hp):
+    """SAGA's step ``1 / (3 L_max)``, ``L_max = c * max_i s_i ||x~_i||^2 + l2`` over the training
+    samples (Defazio, Bach and Lacoste-Julien 2014, Theorem 1: linear convergence at this step
+    for strongly convex objectives, and convergence without strong convexity)."""
+    rows = train_idx if len(train_idx) != X.shape[0] else slice(None)
+    with np.errstate(over="ignore"):
+        L_max = (CURVATURE[int(codes[C.C_LOSS])] * max_row_norm_squared(X[rows], np.asarray(sw)[rows])
+                 + float(hp[C.H_L2]))
+    if not np.isfinite(L_max):
+        raise ValueError("learning_rate='auto' cannot size a step for these features: a row's squared norm "
+                         "overflows float64. Standardise the features, e.g. make_pipeline(StandardScaler(), "
+                         "estimator).")
+    return 1.0 / (3.0 * L_max) if L_max > 0 else 1.0
+
+
 def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, streaming=False):
     """The step size ``learning_rate="auto"`` stands for, for this data and configuration.
 
@@ -151,6 +166,8 @@ def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, st
     ``train_idx``, the samples trained on; the others, held out, do not count).
     """
     optimizer = int(codes[C.C_OPTIMIZER])
+    if optimizer == C.OPT_SAGA:
+        return saga_learning_rate(X, sw, train_idx, codes, hp)
     if optimizer != C.OPT_SGD:
         if optimizer not in ADAPTIVE_DEFAULTS:
             raise ValueError(f"learning_rate='auto' has no step for optimizer code {optimizer}: an optimizer "

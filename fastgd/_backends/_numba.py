@@ -36,7 +36,7 @@ name = "numba"
 # keys a kernel on the file defining it (this one), not on the functions it inlines from
 # _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
 # checks it is current).
-RULES_DIGEST = "71b9449c31648c1c"
+RULES_DIGEST = "0229c958e491ae7d"
 
 
 def rules_digest():
@@ -938,3 +938,130 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
 COMPILED_KERNELS = (_epoch_dense_plain_sgd, _epoch_dense_single, _epoch_dense_multi, _epoch_csr_scaled_sgd,
                     _epoch_csr_plain_sgd,
                     _epoch_csr_general, _chunked_gradient, _epoch_dense_chunked)
+
+
+# --- SAGA epochs (fastgd._contract: SAGA epochs) --------------------------------------------
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
+def _epoch_saga_dense(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean):
+    (X, y, sw, order, coef, state, t, codes, hp, work, memory) = _borrowed(
+        X, y, sw, order, coef, state, t, codes, hp, work, memory)
+    p = X.shape[1]
+    K = coef.shape[1]
+    n = (p + 1) * K
+    w = coef.reshape(n)
+    mean = state.reshape(state.shape[0] * n)
+    mem = memory.reshape(memory.shape[0] * K)
+    z = work[0]
+    dz = work[1]
+    loss_code = codes[_C_LOSS]
+    l2 = hp[_H_L2]
+    l1 = hp[_H_L1]
+    inv_n = 1.0 / n_mean
+    loss_sum = 0.0
+    n_steps = order.shape[0]
+    step = t[0]
+    for j in range(n_steps):
+        if j + PREFETCH_AHEAD < n_steps:
+            _prefetch_row(X, order[j + PREFETCH_AHEAD])
+        i = order[j]
+        _margins_dense(X[i], w, K, z)
+        loss = sw[i] * sample_loss(loss_code, z, y, i, dz, K, hp)
+        loss_sum += loss
+        if not np.isfinite(loss):
+            t[0] = step
+            return _NONFINITE, loss_sum
+        lr = learning_rate(codes, hp, step)
+        _rules.saga_remember(dz, mem, i * K, K, float(sw[i]))
+        for f in range(p):
+            _rules.saga_row(w, mean, f * K, K, float(X[i, f]), dz, inv_n, lr, l2, l1)
+        _rules.saga_row(w, mean, p * K, K, 1.0, dz, inv_n, lr, 0.0, 0.0)
+        step += 1
+    t[0] = step
+    return _OK, loss_sum
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
+def _epoch_saga_csr(data, indices, indptr, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean):
+    (data, indices, indptr, y, sw, order, coef, state, t, codes, hp, work, memory) = _borrowed(
+        data, indices, indptr, y, sw, order, coef, state, t, codes, hp, work, memory)
+    K = coef.shape[1]
+    p = coef.shape[0] - 1
+    n = (p + 1) * K
+    w = coef.reshape(n)
+    mean = state.reshape(state.shape[0] * n)
+    mem = memory.reshape(memory.shape[0] * K)
+    z = work[0]
+    dz = work[1]
+    loss_code = codes[_C_LOSS]
+    l2 = hp[_H_L2]
+    l1 = hp[_H_L1]
+    inv_n = 1.0 / n_mean
+    loss_sum = 0.0
+    n_steps = order.shape[0]
+    step = t[0]
+    for j in range(n_steps):
+        _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps)
+        i = order[j]
+        lo, hi = indptr[i], indptr[i + 1]
+        for k in range(K):
+            z[k] = w[p * K + k]
+        for e in range(lo, hi):
+            c = _u(indices[e])
+            for k in range(K):
+                z[k] += data[e] * w[c * K + k]
+        loss = sw[i] * sample_loss(loss_code, z, y, i, dz, K, hp)
+        loss_sum += loss
+        if not np.isfinite(loss):
+            t[0] = step
+            return _NONFINITE, loss_sum
+        lr = learning_rate(codes, hp, step)
+        _rules.saga_remember(dz, mem, i * K, K, float(sw[i]))
+        # the mean is dense: every row steps, the row's stored columns (sorted) with their value
+        e = lo
+        for f in range(p):
+            x = 0.0
+            if e < hi and indices[e] == f:
+                x = float(data[e])
+                e += 1
+            _rules.saga_row(w, mean, f * K, K, x, dz, inv_n, lr, l2, l1)
+        _rules.saga_row(w, mean, p * K, K, 1.0, dz, inv_n, lr, 0.0, 0.0)
+        step += 1
+    t[0] = step
+    return _OK, loss_sum
+
+
+def epoch_saga_dense(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean):
+    """One epoch of SAGA steps on dense ``X`` (see :mod:`fastgd._contract`, SAGA epochs)."""
+    C.check_buffers(X.shape[0], X.shape[1], y, sw, coef, state, t, codes, hp, 1, coef, work)
+    C.check_saga_buffers(X.shape[0], codes, coef, state, memory, n_mean)
+    status = _check_saga_codes(codes)
+    if status != _OK:
+        return status, 0.0
+    status, loss_sum = _epoch_saga_dense(X, y, sw, order, coef, state, t, codes, hp, work, memory, float(n_mean))
+    if status == _OK and not _all_finite(coef):
+        status = _NONFINITE
+    return status, loss_sum
+
+
+def epoch_saga_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp, work, memory,
+                   n_mean):
+    """One epoch of SAGA steps on CSR parts (canonical rows: sorted, no duplicates). Every
+    parameter steps every step (the mean of the stored gradients is dense): O(p K) a step."""
+    n_rows = indptr.shape[0] - 1
+    C.check_buffers(n_rows, n_features, y, sw, coef, state, t, codes, hp, 1, coef, work)
+    C.check_saga_buffers(n_rows, codes, coef, state, memory, n_mean)
+    C.check_csr_buffers(data, indices, indptr, n_features, None, None, np.zeros(C.N_COUNTERS, np.int64), False)
+    status = _check_saga_codes(codes)
+    if status != _OK:
+        return status, 0.0
+    status, loss_sum = _epoch_saga_csr(data, indices, indptr, y, sw, order, coef, state, t, codes, hp, work,
+                                       memory, float(n_mean))
+    if status == _OK and not _all_finite(coef):
+        status = _NONFINITE
+    return status, loss_sum
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _check_saga_codes(codes):
+    """The loss and schedule codes in range (the optimizer code is SAGA's, checked at entry)."""
+    return _rules.check_codes(codes[_C_LOSS], _OPT_SGD, codes[_C_SCHED], codes[_C_UNIT])

@@ -137,3 +137,60 @@ def full_gradient(X, y, sw, coef, codes, grad, work=None, hp=None):
     return batch_gradient(X, y, sw, idx, coef, int(codes[C.C_LOSS]), grad)
 
 
+
+
+def _saga_epoch(X, y, sw, order, coef, state, t, codes, hp, memory, n_mean):
+    """SAGA steps, one sample at a time, in NumPy (the mathematics of the contract's SAGA
+    epochs, written out; a CSR row is densified)."""
+    if codes[C.C_LOSS] not in losses.BY_CODE:
+        return C.STATUS_BAD_LOSS, 0.0
+    if not (0 <= codes[C.C_SCHEDULE] < C.N_SCHEDULES and 0 <= codes[C.C_SCHEDULE_UNIT] < C.N_UNITS):
+        return C.STATUS_BAD_SCHEDULE, 0.0
+    loss_fn = losses.BY_CODE[int(codes[C.C_LOSS])]
+    dt = coef.dtype.type
+    mean = state[C.S_SAGA_MEAN]
+    l2, l1 = hp[C.H_L2], hp[C.H_L1]
+    loss_sum = 0.0
+    for i in order:
+        xi = X[i].toarray().ravel() if sp.issparse(X) else X[i]
+        z = xi @ coef[:-1] + coef[-1]
+        value, dz = loss_fn(z[None, :], y[i:i + 1])
+        loss = float(sw[i]) * float(value[0])
+        loss_sum += loss
+        if not np.isfinite(loss):
+            return C.STATUS_NONFINITE, loss_sum
+        lr = dt(decode_lr(codes, hp, t[0], hp[C.H_EPOCH]))
+        d = (sw[i] * dz[0]).astype(coef.dtype)
+        delta = d - memory[i]
+        memory[i] = d
+        step = np.outer(xi, delta)  # the change of sample i's gradient, feature rows
+        w = coef[:-1]
+        w -= lr * (step + mean[:-1] + dt(l2) * w)
+        if l1 > 0:
+            w[...] = np.sign(w) * np.maximum(np.abs(w) - lr * dt(l1), 0)
+        coef[-1] -= lr * (delta + mean[-1])
+        mean[:-1] += step / dt(n_mean)
+        mean[-1] += delta / dt(n_mean)
+        t[0] += 1
+    if not np.all(np.isfinite(coef)):
+        return C.STATUS_NONFINITE, loss_sum
+    return C.STATUS_OK, loss_sum
+
+
+def epoch_saga_dense(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean):
+    """One epoch of SAGA steps on dense ``X`` (see :mod:`fastgd._contract`, SAGA epochs)."""
+    C.check_buffers(X.shape[0], X.shape[1], y, sw, coef, state, t, codes, hp, 1, coef, work)
+    C.check_saga_buffers(X.shape[0], codes, coef, state, memory, n_mean)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _saga_epoch(X, y, sw, order, coef, state, t, codes, hp, memory, n_mean)
+
+
+def epoch_saga_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp, work, memory,
+                   n_mean):
+    """One epoch of SAGA steps on CSR parts (the dense mathematics)."""
+    n_rows = indptr.shape[0] - 1
+    C.check_buffers(n_rows, n_features, y, sw, coef, state, t, codes, hp, 1, coef, work)
+    C.check_saga_buffers(n_rows, codes, coef, state, memory, n_mean)
+    X = sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_features))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _saga_epoch(X, y, sw, order, coef, state, t, codes, hp, memory, n_mean)

@@ -600,3 +600,45 @@ def catch_up(w: cython.pointer(real), st: cython.pointer(real), c: cython.Py_ssi
     lazy[LAZY_FIELDS * c + 1] = A
     lazy[LAZY_FIELDS * c + 2] = B
     return 1
+
+
+# --- SAGA steps (fastgd._contract: SAGA epochs) ---------------------------------------------
+@cython.cfunc
+@cython.inline
+@cython.nogil
+@cython.exceptval(check=False)
+def saga_remember(dz: cython.pointer(real), memory: cython.pointer(real), off: cython.Py_ssize_t,
+                  K: cython.Py_ssize_t, s: cython.double) -> cython.void:
+    """Swap a sample's new gradient scalars ``s * dz`` into its stored ones ``memory[off:off + K]``
+    and leave in ``dz`` the change ``delta``, new minus stored (what the step and the mean need)."""
+    k: cython.Py_ssize_t
+    d: cython.double
+    for k in range(K):
+        d = s * dz[k]
+        dz[k] = d - memory[off + k]
+        memory[off + k] = d
+
+
+@cython.cfunc
+@cython.inline
+@cython.nogil
+@cython.exceptval(check=False)
+def saga_row(w: cython.pointer(real), mean: cython.pointer(real), q: cython.Py_ssize_t, K: cython.Py_ssize_t,
+             x: cython.double, delta: cython.pointer(real), inv_n: cython.double, lr: cython.double,
+             l2: cython.double, l1: cython.double) -> cython.void:
+    """The SAGA step of one parameter row ``w[q:q + K]`` whose feature value is ``x``:
+    ``w <- prox_{lr l1}(w - lr (delta x + mean + l2 w))`` with the mean before the step, then
+    ``mean += delta x / n`` (``inv_n = 1 / n``)."""
+    k: cython.Py_ssize_t
+    wq: cython.double
+    mq: cython.double
+    dx: cython.double
+    for k in range(K):
+        wq = 1.0 * w[q + k]
+        mq = 1.0 * mean[q + k]
+        dx = (1.0 * delta[k]) * (1.0 * x)
+        wq = wq - lr * (dx + mq + l2 * wq)
+        if l1 > 0:
+            wq = soft_threshold(wq, lr * l1)
+        w[q + k] = wq
+        mean[q + k] = mq + dx * inv_n

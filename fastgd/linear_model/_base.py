@@ -19,7 +19,7 @@ from fastgd.callbacks import TrainingMonitor
 from fastgd._sparse_validation import check_csr_structure
 from fastgd.exceptions import DivergenceError
 from fastgd.losses import objective as _objective
-from fastgd.optim import OPTIMIZER_NAMES, Optimizer, get_optimizer
+from fastgd.optim import OPTIMIZER_NAMES, VARIANCE_REDUCED_NAMES, Optimizer, get_optimizer
 from fastgd.schedules import SCHEDULE_NAMES, Schedule, get_schedule
 
 _INITS = ("zeros", "random", "xavier")
@@ -124,7 +124,7 @@ class BaseGD(BaseEstimator):
     """
 
     _parameter_constraints = {
-        "optimizer": [StrOptions(set(OPTIMIZER_NAMES)), Optimizer],
+        "optimizer": [StrOptions(set(OPTIMIZER_NAMES) | set(VARIANCE_REDUCED_NAMES)), Optimizer],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -197,7 +197,7 @@ class BaseGD(BaseEstimator):
     def _settings(self, optimizer, n_train, loss_code, validation_score):
         """Kernel arrays and driver settings. With ``learning_rate="auto"`` the rate slot
         holds the step of the current fit (``learning_rate_``) or NaN before one."""
-        batch_size = self._resolved_batch_size(n_train)
+        batch_size = 1 if optimizer.code == C.OPT_SAGA else self._resolved_batch_size(n_train)
         schedule = get_schedule(self.schedule)
         if schedule.needs_horizon():
             per_epoch = math.ceil(n_train / batch_size) if schedule.unit == "step" else 1
@@ -323,6 +323,8 @@ class BaseGD(BaseEstimator):
                 f"|y| <= {np.finfo(X.dtype).max:.3g} is needed. Pass X as float64, or rescale y."
             )
         optimizer = get_optimizer(self.optimizer)
+        if optimizer.code == C.OPT_SAGA:
+            self._check_saga(incremental)
         n, p = X.shape
         K = self._n_outputs
 
@@ -413,6 +415,19 @@ class BaseGD(BaseEstimator):
             if settings.monitor is not None:
                 settings.monitor.close()
         return self
+
+    def _check_saga(self, incremental):
+        """SAGA's requirements of the other parameters, as clear errors."""
+        if incremental:
+            raise ValueError("optimizer='saga' stores one gradient per sample of the training set, so every epoch "
+                             "must see the same samples: partial_fit (new data each call) cannot use it. Use fit "
+                             "with max_iter epochs, or a per-batch optimizer such as 'sgd' or 'adam' for streams.")
+        if self.batch_size not in (1, "auto"):
+            raise ValueError(f"optimizer='saga' takes per-sample steps; batch_size must be 1 or 'auto', got "
+                             f"{self.batch_size!r}.")
+        if self.clip_norm is not None:
+            raise ValueError("optimizer='saga' does not clip gradients (its variance-reduced steps need the "
+                             "unclipped gradients); use clip_norm=None.")
 
     def _monitor(self, ts, settings, n_epochs, n_train, continued):
         """The callbacks, progress bar and path recording of this call (None if none is asked).

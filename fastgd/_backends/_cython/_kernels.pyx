@@ -82,6 +82,7 @@ cdef enum:
     OPT_ADAMAX = 4
     OPT_NADAM = 5
     N_OPTIMIZERS = 6
+    OPT_SAGA = 6
 
     SCHED_CONSTANT = 0
     SCHED_STEP = 1
@@ -139,6 +140,7 @@ cdef enum:
     S_EXP_AVG_SQ = 1
     S_MAX_EXP_AVG_SQ = 2
     S_EXP_INF = 1
+    S_SAGA_MEAN = 0
 
     WORK_ROWS = 2
 
@@ -164,7 +166,7 @@ def contract_constants():
         "N_LOSSES": N_LOSSES,
         "OPT_SGD": OPT_SGD, "OPT_ADAGRAD": OPT_ADAGRAD, "OPT_RMSPROP": OPT_RMSPROP,
         "OPT_ADAM": OPT_ADAM, "OPT_ADAMAX": OPT_ADAMAX, "OPT_NADAM": OPT_NADAM,
-        "N_OPTIMIZERS": N_OPTIMIZERS,
+        "N_OPTIMIZERS": N_OPTIMIZERS, "OPT_SAGA": OPT_SAGA, "S_SAGA_MEAN": S_SAGA_MEAN,
         "SCHED_CONSTANT": SCHED_CONSTANT, "SCHED_STEP": SCHED_STEP,
         "SCHED_EXPONENTIAL": SCHED_EXPONENTIAL, "SCHED_POLYNOMIAL": SCHED_POLYNOMIAL,
         "SCHED_COSINE": SCHED_COSINE, "SCHED_INVSCALING": SCHED_INVSCALING,
@@ -1125,3 +1127,176 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
 # coordinates its rows touch (and the intercept), so the driver may snapshot just those
 # (fastgd._solver.rollback_rows). A build without this constant gets full snapshots.
 CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = True
+
+
+# --- SAGA epochs (fastgd._contract: SAGA epochs) --------------------------------------------
+cdef int _check_saga(const int64_t[:] codes, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t p1,
+                     Py_ssize_t K, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t n_rows, Py_ssize_t n_mean,
+                     Py_ssize_t t_len) except -1:
+    if codes[C_OPTIMIZER] != OPT_SAGA:
+        raise ValueError(f"the SAGA kernels run optimizer code {OPT_SAGA}; got {codes[C_OPTIMIZER]}")
+    if m0 != n_rows or m1 != K:
+        raise ValueError(f"memory has shape ({m0}, {m1}); need ({n_rows}, {K})")
+    if s0 < 1 or s1 != p1 or s2 != K:
+        raise ValueError(f"state has shape ({s0}, {s1}, {s2}); SAGA needs (1, {p1}, {K})")
+    if n_mean < 1:
+        raise ValueError(f"n_mean must be >= 1; got {n_mean}")
+    if t_len < 1:
+        raise ValueError("t must have one element")
+    return 0
+
+
+def epoch_saga_dense(const floating[:, ::1] X, const floating[:, :] y, const floating[:] sw,
+                     const int64_t[:] order, floating[:, ::1] coef, floating[:, :, ::1] state,
+                     int64_t[:] t, const int64_t[:] codes, const double[:] hp, floating[:, ::1] work,
+                     floating[:, ::1] memory, Py_ssize_t n_mean):
+    """One epoch of SAGA steps on dense ``X`` (see :mod:`fastgd._contract`, SAGA epochs).
+    Returns ``(status, loss_sum)``."""
+    cdef Params P
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t p1 = coef.shape[0]
+    cdef Py_ssize_t K = coef.shape[1]
+    cdef Py_ssize_t p = p1 - 1
+    cdef Py_ssize_t ystride = y.strides[1]
+    cdef Py_ssize_t j, i, f, k
+    cdef int64_t step
+    cdef int status = STATUS_OK
+    cdef double loss_sum = 0.0
+    cdef double loss, lr, inv_n
+    cdef floating* cf = &coef[0, 0]
+    cdef floating* z
+    cdef floating* dz
+    cdef floating* mean
+    cdef floating* mem = NULL
+    cdef const floating* X0
+    cdef const floating* xi
+    _check_params(codes.shape[0], hp.shape[0])
+    _read_params(&P, codes, hp)
+    _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K, p1, K,
+                  work.shape[0], work.shape[1], P.loss)
+    _check_saga(codes, state.shape[0], state.shape[1], state.shape[2], p1, K, memory.shape[0],
+                memory.shape[1], X.shape[0], n_mean, t.shape[0])
+    status = check_codes(P.loss, OPT_SGD, P.sched, P.unit)
+    if status != STATUS_OK:
+        return status, 0.0
+    z = &work[0, 0]
+    dz = &work[1, 0]
+    mean = &state[0, 0, 0]
+    if memory.shape[0] > 0:
+        mem = &memory[0, 0]
+    X0 = &X[0, 0] if p > 0 and X.shape[0] > 0 else NULL
+    inv_n = 1.0 / <double>n_mean
+    with nogil:
+        step = t[0]
+        for j in range(n_steps):
+            if j + PREFETCH_AHEAD < n_steps:
+                i = order[j + PREFETCH_AHEAD]
+                _prefetch(<const char*>(X0 + i * p), p * <Py_ssize_t>sizeof(floating))
+                FASTGD_PREFETCH(&y[i, 0])
+                FASTGD_PREFETCH(&memory[i, 0])
+            i = order[j]
+            xi = X0 + i * p
+            if K == 1:
+                z[0] = cf[p] + _dot(xi, cf, p)
+            else:
+                for k in range(K):
+                    z[k] = cf[p * K + k]
+                for f in range(p):
+                    for k in range(K):
+                        z[k] = z[k] + xi[f] * cf[f * K + k]
+            loss = sw[i] * _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, K, P.hp)
+            loss_sum += loss
+            if not isfinite(loss):
+                status = STATUS_NONFINITE
+                break
+            lr = _learning_rate(&P, step)
+            saga_remember(dz, mem, i * K, K, sw[i])
+            for f in range(p):
+                saga_row(cf, mean, f * K, K, xi[f], dz, inv_n, lr, P.l2, P.l1)
+            saga_row(cf, mean, p * K, K, 1.0, dz, inv_n, lr, 0.0, 0.0)
+            step += 1
+        t[0] = step
+        if status == STATUS_OK and not _all_finite(cf, p1 * K):
+            status = STATUS_NONFINITE
+    return status, loss_sum
+
+
+def epoch_saga_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
+                   Py_ssize_t n_features, const floating[:, :] y, const floating[:] sw,
+                   const int64_t[:] order, floating[:, ::1] coef, floating[:, :, ::1] state,
+                   int64_t[:] t, const int64_t[:] codes, const double[:] hp, floating[:, ::1] work,
+                   floating[:, ::1] memory, Py_ssize_t n_mean):
+    """One epoch of SAGA steps on CSR parts (canonical rows: sorted, no duplicates). Every
+    parameter steps every step (the mean of the stored gradients is dense): O(p K) a step.
+    Returns ``(status, loss_sum)``."""
+    cdef Params P
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t p1 = coef.shape[0]
+    cdef Py_ssize_t K = coef.shape[1]
+    cdef Py_ssize_t p = p1 - 1
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t ystride = y.strides[1]
+    cdef Py_ssize_t j, i, f, k, e, lo, hi, c
+    cdef int64_t step
+    cdef int status = STATUS_OK
+    cdef double loss_sum = 0.0
+    cdef double loss, lr, inv_n, x
+    cdef floating* cf = &coef[0, 0]
+    cdef floating* z
+    cdef floating* dz
+    cdef floating* mean
+    cdef floating* mem = NULL
+    _check_params(codes.shape[0], hp.shape[0])
+    _read_params(&P, codes, hp)
+    if n_rows < 0:
+        raise ValueError("indptr must have at least one element")
+    _check_layout(n_rows, n_features, y.shape[0], y.shape[1], sw.shape[0], p1, K, p1, K,
+                  work.shape[0], work.shape[1], P.loss)
+    if indices.shape[0] != data.shape[0] or indptr[n_rows] > data.shape[0]:
+        raise ValueError(f"inconsistent CSR parts: {data.shape[0]} values, {indices.shape[0]} "
+                         f"indices, indptr ends at {indptr[n_rows]}")
+    _check_saga(codes, state.shape[0], state.shape[1], state.shape[2], p1, K, memory.shape[0],
+                memory.shape[1], n_rows, n_mean, t.shape[0])
+    status = check_codes(P.loss, OPT_SGD, P.sched, P.unit)
+    if status != STATUS_OK:
+        return status, 0.0
+    z = &work[0, 0]
+    dz = &work[1, 0]
+    mean = &state[0, 0, 0]
+    if memory.shape[0] > 0:
+        mem = &memory[0, 0]
+    inv_n = 1.0 / <double>n_mean
+    with nogil:
+        step = t[0]
+        for j in range(n_steps):
+            _prefetch_csr_sample(data, indices, indptr, y, sw, order, j)
+            i = order[j]
+            lo = indptr[i]
+            hi = indptr[i + 1]
+            for k in range(K):
+                z[k] = cf[p * K + k]
+            for e in range(lo, hi):
+                c = indices[e]
+                for k in range(K):
+                    z[k] = z[k] + data[e] * cf[c * K + k]
+            loss = sw[i] * _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, K, P.hp)
+            loss_sum += loss
+            if not isfinite(loss):
+                status = STATUS_NONFINITE
+                break
+            lr = _learning_rate(&P, step)
+            saga_remember(dz, mem, i * K, K, sw[i])
+            # the mean is dense: every row steps, the row's stored columns (sorted) with their value
+            e = lo
+            for f in range(p):
+                x = 0.0
+                if e < hi and indices[e] == f:
+                    x = data[e]
+                    e += 1
+                saga_row(cf, mean, f * K, K, x, dz, inv_n, lr, P.l2, P.l1)
+            saga_row(cf, mean, p * K, K, 1.0, dz, inv_n, lr, 0.0, 0.0)
+            step += 1
+        t[0] = step
+        if status == STATUS_OK and not _all_finite(cf, p1 * K):
+            status = STATUS_NONFINITE
+    return status, loss_sum
