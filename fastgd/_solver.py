@@ -400,11 +400,6 @@ def _track_best_epoch(ts, s, loss, start_coef, start_state, hp):
         ts.opt_state[...] = 0
         return
     ts.opt_state[...] = state
-    if ts.sample_memory is not None:
-        # SAGA's mean must stay the mean of its stored gradients, which the restored
-        # parameters did not produce: both restart from zero (a valid SAGA start)
-        ts.sample_memory[...] = 0
-        ts.opt_state[...] = 0
     hp[C.H_LR] *= 0.5
     ts.learning_rate = float(hp[C.H_LR])
     ts.lr_history.append((ts.n_iter, ts.learning_rate, "rise"))

@@ -217,7 +217,10 @@ class BaseGD(BaseEstimator):
             codes=codes, hp=hp, batch_size=batch_size, shuffle=self.shuffle if self.shuffle == "block" else bool(self.shuffle),
             schedule=schedule, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             grad_tol=self.grad_tol, validation_score=validation_score, verbose=self.verbose,
-            n_jobs=getattr(self, "n_jobs", None) or 1, backtrack=auto,
+            n_jobs=getattr(self, "n_jobs", None) or 1,
+            # SAGA's step 1/(3 L_max) converges without a line search, and its running epoch
+            # loss is no descent test: a restored epoch would also leave its stored gradients stale
+            backtrack=auto and optimizer.code != C.OPT_SAGA,
         )
 
     def _kernel_arrays(self, n_train=1):
