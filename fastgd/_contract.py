@@ -205,6 +205,27 @@ SPARSE_LAZY_APPROX = 2  # touched coordinates only (approximate; opt-in)
 # step costs O(p K) on CSR input too.
 
 
+# --- Hogwild! epochs (Niu, Recht, Re and Wright 2011), opt-in ----------------------------
+# ``epoch_csr_hogwild(data, indices, indptr, n_features, y, sw, order, coef, t, codes, hp,
+# col_scale, n_shares, losses)``: per-sample plain SGD on CSR rows, one output, the epoch's
+# order cut into ``n_shares`` contiguous shares run by as many threads at once, each reading
+# and writing the shared ``coef`` without locks (non-deterministic by design). A step touches
+# only the row's coordinates and the intercept. The penalty is split over the samples that
+# store a feature (Niu et al., section 5): feature j, stored by n_j of the n samples, takes
+#   w_j <- w_j - lr * (s * dloss * x_j + l2 * (n / n_j) * w_j), then the L1 step lr * l1 * n / n_j,
+# whose sum over an epoch's samples is the full penalty's gradient: the objective (and its
+# optimum) is that of the serial fit. ``col_scale`` (p,) float64 holds n / n_j (0 where
+# n_j = 0); ``losses`` (n_shares,) float64 receives each share's loss sum. The step clock of
+# share c's s-th sample is ``t + c + s * n_shares`` (the shares advance together); ``t``
+# grows by the epoch's sample count.
+
+
+def hogwild_applies(n_jobs, sparse, codes, hp, batch_size, n_outputs):
+    """True when ``n_jobs > 1`` opts a fit into Hogwild! epochs: per-sample plain SGD, one
+    output, CSR input."""
+    return n_jobs > 1 and sparse and plain_sgd_per_sample(codes, hp, batch_size, n_outputs)
+
+
 def plain_sgd_per_sample(codes, hp, batch_size, n_outputs):
     """True when an epoch takes the fused per-sample plain-SGD kernels (batch size 1, one
     output, SGD without momentum, no clipping)."""

@@ -265,6 +265,46 @@ class OutputThreads:
         self.pool.shutdown()
 
 
+class HogwildEpochs:
+    """Hogwild! epochs (``n_jobs > 1`` on per-sample plain SGD over CSR rows; see
+    :mod:`fastgd._contract`): ``n_jobs`` threads share each epoch's order and update the
+    parameters without locks. Results vary from run to run (thread timing decides which
+    update lands first); the objective is the serial fit's (the penalty is split over the
+    samples that store each feature)."""
+
+    def __init__(self, backend, problem, settings):
+        if not hasattr(backend, "epoch_csr_hogwild"):
+            raise ValueError(f"the {getattr(backend, 'name', backend)} backend has no Hogwild! kernel; use "
+                             "n_jobs=None, or backend='numba'.")
+        X, train_idx = problem.X, problem.train_idx
+        counts = np.bincount((X[train_idx] if len(train_idx) != X.shape[0] else X).indices, minlength=X.shape[1])
+        self.col_scale = np.where(counts > 0, len(train_idx) / np.maximum(counts, 1), 0.0)
+        hp = settings.hp
+        largest = max_learning_rate(settings.codes, hp) * hp[C.H_L2] * float(np.max(self.col_scale, initial=0.0))
+        if not largest < 1:
+            raise ValueError(
+                f"with n_jobs > 1 (Hogwild!) a feature stored by few samples takes the L2 penalty of all samples "
+                f"in its few steps: learning_rate * alpha * n / n_j reaches {largest:.3g} (it must stay below 1). "
+                "Use a smaller learning_rate or alpha, or n_jobs=None.")
+        self.n_shares = int(settings.n_jobs)
+        self.losses = np.zeros(self.n_shares)
+        self.problem = problem
+
+    @staticmethod
+    def applies(problem, settings, K):
+        return C.hogwild_applies(settings.n_jobs, sp.issparse(problem.X), settings.codes, settings.hp,
+                                 settings.batch_size, K)
+
+    def epoch(self, backend, order, ts, codes, hp, batch_size):
+        X = self.problem.X
+        return backend.epoch_csr_hogwild(X.data, X.indices, X.indptr, X.shape[1], self.problem.y, self.problem.sw,
+                                         order, ts.coef, ts.t, codes, hp, self.col_scale, self.n_shares,
+                                         self.losses)
+
+    def close(self):
+        pass
+
+
 def _multicore_kernel(backend, kernel):
     """Whether ``backend`` has the multi-core ``kernel`` and may run it in this process (see
     :mod:`fastgd._backends._fork_safety`)."""
@@ -457,6 +497,8 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True, roll
     sparse_buffers = problem.sparse_buffers(codes, hp, s.batch_size, K, ts.scratch)
     chunked_buffers = problem.chunked_buffers(backend, s.batch_size, ts.coef)
     threads = OutputThreads(problem, ts, s, s.n_jobs) if OutputThreads.applies(problem, s, K, chunked_buffers) else None
+    if HogwildEpochs.applies(problem, s, K):
+        threads = HogwildEpochs(backend, problem, s)
     try:
         rows = rollback_rows(backend, problem, s, K) if threads is None else None
         return _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,

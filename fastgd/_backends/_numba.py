@@ -36,7 +36,7 @@ name = "numba"
 # keys a kernel on the file defining it (this one), not on the functions it inlines from
 # _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
 # checks it is current).
-RULES_DIGEST = "0229c958e491ae7d"
+RULES_DIGEST = "87f14bdd3e9abedc"
 
 
 def rules_digest():
@@ -1065,3 +1065,109 @@ def epoch_saga_csr(data, indices, indptr, n_features, y, sw, order, coef, state,
 def _check_saga_codes(codes):
     """The loss and schedule codes in range (the optimizer code is SAGA's, checked at entry)."""
     return _rules.check_codes(codes[_C_LOSS], _OPT_SGD, codes[_C_SCHED], codes[_C_UNIT])
+
+
+# --- Hogwild! epochs (fastgd._contract: Hogwild! epochs) ------------------------------------
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
+def _hogwild_share(data, indices, indptr, y, sw, order, lo_j, hi_j, clock, stride, w, codes, hp, col_scale):
+    """Steps of the samples ``order[lo_j:hi_j]``, the s-th at step clock ``clock + s * stride``.
+    Returns the share's loss sum and whether it stopped on a non-finite loss."""
+    p = w.shape[0] - 1
+    dt = w.dtype.type
+    loss_code = codes[_C_LOSS]
+    l2 = hp[_H_L2]
+    l1 = hp[_H_L1]
+    loss_sum = 0.0
+    for j in range(lo_j, hi_j):
+        _prefetch_csr_ahead(data, indices, indptr, order, j, hi_j)
+        i = _u(order[j])
+        lo = _u(indptr[i])
+        hi = _u(indptr[i + _U1])
+        m = dt(0.0)
+        for ptr in range(lo, hi):
+            m += data[ptr] * w[_u(indices[ptr])]
+        loss, d = _loss_1(loss_code, m + w[p], y[i, 0], hp)
+        loss *= sw[i]
+        loss_sum += loss
+        if not np.isfinite(loss):
+            return loss_sum, True
+        lr = learning_rate(codes, hp, clock + (j - lo_j) * stride)
+        cg = lr * d * sw[i]
+        for ptr in range(lo, hi):
+            c = _u(indices[ptr])
+            scale = col_scale[c]
+            w[c] = _rules.hogwild_coordinate(float(w[c]), float(data[ptr]), cg, lr * l2 * scale, lr * l1 * scale)
+        w[p] -= dt(cg)
+    return loss_sum, False
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, parallel=True)
+def _epoch_csr_hogwild(data, indices, indptr, y, sw, order, coef, t, codes, hp, col_scale, n_shares, losses,
+                       stopped):
+    w = coef.reshape(coef.shape[0])
+    n_steps = order.shape[0]
+    t0 = t[0]
+    for c in prange(n_shares):
+        losses[c], stopped[c] = _hogwild_share(data, indices, indptr, y, sw, order, c * n_steps // n_shares,
+                                               (c + 1) * n_steps // n_shares, t0 + c, n_shares, w, codes, hp,
+                                               col_scale)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
+def _epoch_csr_hogwild_serial(data, indices, indptr, y, sw, order, coef, t, codes, hp, col_scale, n_shares, losses,
+                              stopped):
+    """The shares one after the other (a process that may not start threads: see _fork_safety)."""
+    w = coef.reshape(coef.shape[0])
+    n_steps = order.shape[0]
+    t0 = t[0]
+    for c in range(n_shares):
+        losses[c], stopped[c] = _hogwild_share(data, indices, indptr, y, sw, order, c * n_steps // n_shares,
+                                               (c + 1) * n_steps // n_shares, t0 + c, n_shares, w, codes, hp,
+                                               col_scale)
+        if stopped[c]:
+            return
+
+
+def epoch_csr_hogwild(data, indices, indptr, n_features, y, sw, order, coef, t, codes, hp, col_scale, n_shares,
+                      losses):
+    """One Hogwild! epoch on CSR parts (see :mod:`fastgd._contract`): ``n_shares`` threads
+    update ``coef`` without locks. Non-deterministic when ``n_shares > 1``."""
+    from fastgd._backends import _fork_safety
+
+    status = _check_hogwild(indptr.shape[0] - 1, n_features, y, sw, coef, t, codes, hp, col_scale, n_shares, losses)
+    C.check_csr_buffers(data, indices, indptr, n_features, None, None, np.zeros(C.N_COUNTERS, np.int64), False)
+    if status != _OK:
+        return status, 0.0
+    stopped = np.zeros(n_shares, dtype=np.bool_)
+    losses[:n_shares] = 0.0
+    if n_shares > 1 and _fork_safety.multicore_allowed(name):
+        import numba
+
+        _fork_safety.note_multicore_run()
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(n_shares, numba.config.NUMBA_NUM_THREADS))
+        try:
+            _epoch_csr_hogwild(data, indices, indptr, y, sw, order, coef, t, codes, hp, col_scale, n_shares, losses,
+                               stopped)
+        finally:
+            numba.set_num_threads(previous)
+    else:
+        _epoch_csr_hogwild_serial(data, indices, indptr, y, sw, order, coef, t, codes, hp, col_scale, n_shares,
+                                  losses, stopped)
+    loss_sum = float(np.sum(losses[:n_shares]))
+    if stopped.any() or not _all_finite(coef):
+        return _NONFINITE, loss_sum
+    t[0] += order.shape[0]
+    return _OK, loss_sum
+
+
+def _check_hogwild(n_rows, n_features, y, sw, coef, t, codes, hp, col_scale, n_shares, losses):
+    """The Hogwild! entry check: the buffers, and the one configuration it runs."""
+    C.check_buffers(n_rows, n_features, y, sw, coef, np.zeros((0, 0, 0), coef.dtype), t, codes, hp, 1, coef,
+                    np.zeros((C.WORK_ROWS, 1), coef.dtype))
+    if not C.plain_sgd_per_sample(codes, hp, 1, coef.shape[1]):
+        raise ValueError("Hogwild! epochs run per-sample plain SGD with one output and no clipping")
+    if col_scale.shape[0] != n_features or n_shares < 1 or losses.shape[0] < n_shares:
+        raise ValueError(f"col_scale has {col_scale.shape[0]} entries (need {n_features}); n_shares {n_shares} "
+                         f"(need >= 1, losses has {losses.shape[0]})")
+    return _check_codes(codes)

@@ -194,3 +194,52 @@ def epoch_saga_csr(data, indices, indptr, n_features, y, sw, order, coef, state,
     X = sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_features))
     with np.errstate(over="ignore", invalid="ignore"):
         return _saga_epoch(X, y, sw, order, coef, state, t, codes, hp, memory, n_mean)
+
+
+# (the Hogwild! kernel's ``losses`` argument shadows the module's name)
+_LOSS_FUNCTIONS = losses.BY_CODE
+
+
+def epoch_csr_hogwild(data, indices, indptr, n_features, y, sw, order, coef, t, codes, hp, col_scale, n_shares,
+                      losses):
+    """A Hogwild! epoch's mathematics (see :mod:`fastgd._contract`) with its shares run one
+    after the other: the deterministic reading of what the threads of a compiled engine do
+    at once (with one share, the two agree to rounding)."""
+    n_rows = indptr.shape[0] - 1
+    C.check_buffers(n_rows, n_features, y, sw, coef, np.zeros((0, 0, 0), coef.dtype), t, codes, hp, 1, coef,
+                    np.zeros((C.WORK_ROWS, 1), coef.dtype))
+    if not C.plain_sgd_per_sample(codes, hp, 1, coef.shape[1]):
+        raise ValueError("Hogwild! epochs run per-sample plain SGD with one output and no clipping")
+    status = bad_code_status(codes)
+    if status != C.STATUS_OK:
+        return status, 0.0
+    loss_fn = _LOSS_FUNCTIONS[int(codes[C.C_LOSS])]
+    dt = coef.dtype.type
+    w, p = coef[:, 0], n_features
+    n_steps = order.shape[0]
+    l2, l1 = hp[C.H_L2], hp[C.H_L1]
+    losses[:n_shares] = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for c in range(n_shares):
+            share = order[c * n_steps // n_shares:(c + 1) * n_steps // n_shares]
+            for s, i in enumerate(share):
+                cols, x = indices[indptr[i]:indptr[i + 1]], data[indptr[i]:indptr[i + 1]]
+                z = np.dot(x, w[cols]) + w[p]
+                value, dz = loss_fn(np.array([[z]], dtype=coef.dtype), y[i:i + 1])
+                loss = float(sw[i]) * float(value[0])
+                losses[c] += loss
+                if not np.isfinite(loss):
+                    return C.STATUS_NONFINITE, float(np.sum(losses[:n_shares]))
+                lr = decode_lr(codes, hp, t[0] + c + s * n_shares, hp[C.H_EPOCH])
+                cg = lr * float(dz[0, 0]) * float(sw[i])
+                scale = col_scale[cols]
+                new = w[cols] - (cg * x + lr * l2 * scale * w[cols])
+                if l1 > 0:
+                    thresh = lr * l1 * scale
+                    new = np.sign(new) * np.maximum(np.abs(new) - thresh, 0)
+                w[cols] = new
+                w[p] -= dt(cg)
+    if not np.all(np.isfinite(coef)):
+        return C.STATUS_NONFINITE, float(np.sum(losses[:n_shares]))
+    t[0] += n_steps
+    return C.STATUS_OK, float(np.sum(losses[:n_shares]))

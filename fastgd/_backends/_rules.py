@@ -642,3 +642,19 @@ def saga_row(w: cython.pointer(real), mean: cython.pointer(real), q: cython.Py_s
             wq = soft_threshold(wq, lr * l1)
         w[q + k] = wq
         mean[q + k] = mq + dx * inv_n
+
+
+# --- Hogwild! steps (fastgd._contract: Hogwild! epochs) -------------------------------------
+@cython.cfunc
+@cython.inline
+@cython.nogil
+@cython.exceptval(check=False)
+def hogwild_coordinate(w: cython.double, x: cython.double, cg: cython.double, shrink: cython.double,
+                       thresh: cython.double) -> cython.double:
+    """One touched weight's step: ``w - (cg x + shrink w)``, then the L1 step by ``thresh``
+    (``cg = lr * s * dloss``; ``shrink`` and ``thresh`` carry the feature's share of the
+    penalty, ``lr * l2 * n / n_j`` and ``lr * l1 * n / n_j``)."""
+    w = w - (cg * x + shrink * w)
+    if thresh > 0:
+        return soft_threshold(w, thresh)
+    return w

@@ -109,6 +109,9 @@ class LinearRegression(MultiOutputMixin, RegressorMixin, BaseGD):
         kernels release the GIL). Each output then computes exactly as a single-output fit,
         whatever the number of threads; ``None`` means one kernel call for all outputs.
         Epochs whose batches already use every core (large batches) are not split.
+        With one output, ``n_jobs > 1`` opts per-sample plain SGD on sparse CSR input into
+        Hogwild! (lock-free threads, **non-deterministic**; see
+        :class:`fastgd.LogisticRegression`'s ``n_jobs``).
     callbacks : callable, list of callables or None, default=None
         Called after every epoch with a read-only :class:`fastgd.callbacks.EpochRecord`
         (epoch, steps, training loss, validation score, learning rate, elapsed seconds, a

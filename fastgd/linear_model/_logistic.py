@@ -1,9 +1,11 @@
 """Logistic regression (binary log loss, multinomial softmax) trained by gradient descent."""
 
+from numbers import Integral
+
 import numpy as np
 from scipy.special import expit, log_expit, log_softmax, softmax
 from sklearn.base import ClassifierMixin
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
@@ -77,6 +79,17 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         (exact, O(n_features) per step); ``lazy_updates=True`` updates only the touched
         coordinates instead (O(nnz) per step, an approximation: untouched coordinates keep
         their value and optimizer state until touched).
+    n_jobs : int or None, default=None
+        Hogwild! (Niu et al., 2011), opt-in: with ``n_jobs > 1``, per-sample plain SGD
+        (``optimizer="sgd"``, ``batch_size=1``, no ``clip_norm``) on sparse CSR input runs
+        each epoch in ``n_jobs`` threads, each taking a contiguous share of the shuffled order
+        and updating the shared weights without locks. **Non-deterministic**: the thread
+        timing decides which update lands first, so two fits differ in the last digits (or
+        more); convergence to the same objective is what holds. A step updates only the
+        row's features and the intercept, each feature taking the L2 / L1 penalty in
+        proportion ``n / n_j`` (``n_j`` samples store it), which sums over an epoch to the
+        full penalty. ``None`` / 1: the serial, deterministic path. Other configurations
+        ignore it.
     callbacks : callable, list of callables or None, default=None
         Called after every epoch with a read-only :class:`fastgd.callbacks.EpochRecord`
         (epoch, steps, training loss, validation score, learning rate, elapsed seconds, a
@@ -147,6 +160,7 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     _parameter_constraints = {
         **BaseGD._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
     }
     _multi_output = False
     _y_numeric = False
@@ -156,7 +170,7 @@ class LogisticRegression(ClassifierMixin, BaseGD):
                  alpha=1e-4, l1_ratio=0.15, clip_norm=None, init="zeros", shuffle=True,
                  random_state=None, early_stopping=False, validation_fraction=0.1,
                  class_weight=None, warm_start=False, verbose=0, backend="auto", lazy_updates=False,
-                 callbacks=None, progress=False, record_path=False):
+                 n_jobs=None, callbacks=None, progress=False, record_path=False):
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -179,6 +193,7 @@ class LogisticRegression(ClassifierMixin, BaseGD):
         self.verbose = verbose
         self.backend = backend
         self.lazy_updates = lazy_updates
+        self.n_jobs = n_jobs
         self.callbacks = callbacks
         self.progress = progress
         self.record_path = record_path
