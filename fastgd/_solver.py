@@ -265,6 +265,11 @@ class OutputThreads:
         self.pool.shutdown()
 
 
+# Hogwild! threads beyond this gain nothing on any machine fastgd targets (the Cython kernel's
+# per-share flags are a fixed array of this size).
+MAX_HOGWILD_THREADS = 64
+
+
 class HogwildEpochs:
     """Hogwild! epochs (``n_jobs > 1`` on per-sample plain SGD over CSR rows; see
     :mod:`fastgd._contract`): ``n_jobs`` threads share each epoch's order and update the
@@ -286,7 +291,7 @@ class HogwildEpochs:
                 f"with n_jobs > 1 (Hogwild!) a feature stored by few samples takes the L2 penalty of all samples "
                 f"in its few steps: learning_rate * alpha * n / n_j reaches {largest:.3g} (it must stay below 1). "
                 "Use a smaller learning_rate or alpha, or n_jobs=None.")
-        self.n_shares = int(settings.n_jobs)
+        self.n_shares = min(int(settings.n_jobs), MAX_HOGWILD_THREADS)
         self.losses = np.zeros(self.n_shares)
         self.problem = problem
 

@@ -11,8 +11,8 @@ from fastgd import _contract
 
 try:
     from fastgd._backends._cython._kernels import (
-        contract_constants, epoch_csr, epoch_dense, epoch_dense_chunked, epoch_saga_csr, epoch_saga_dense,
-        full_gradient_dense,
+        contract_constants, epoch_csr, epoch_csr_hogwild, epoch_dense, epoch_dense_chunked, epoch_saga_csr,
+        epoch_saga_dense, full_gradient_dense,
     )
 except ImportError as exc:  # not built (e.g. a source checkout without build_ext), or too old
     raise ImportError(
@@ -36,5 +36,5 @@ if _stale:
     )
 del _stale
 
-__all__ = ["name", "epoch_dense", "epoch_dense_chunked", "epoch_csr", "epoch_saga_dense", "epoch_saga_csr",
+__all__ = ["name", "epoch_dense", "epoch_dense_chunked", "epoch_csr", "epoch_saga_dense", "epoch_saga_csr", "epoch_csr_hogwild",
            "full_gradient_dense", "contract_constants"]

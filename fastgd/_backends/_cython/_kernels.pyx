@@ -1300,3 +1300,108 @@ def epoch_saga_csr(const floating[:] data, const index_t[:] indices, const ptr_t
         if status == STATUS_OK and not _all_finite(cf, p1 * K):
             status = STATUS_NONFINITE
     return status, loss_sum
+
+
+# --- Hogwild! epochs (fastgd._contract: Hogwild! epochs) ------------------------------------
+cdef double _hogwild_share(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
+                           const floating[:, :] y, const floating[:] sw, const int64_t[:] order,
+                           Py_ssize_t lo_j, Py_ssize_t hi_j, int64_t clock, Py_ssize_t stride, floating* w,
+                           Py_ssize_t p, const Params* P, const double* col_scale, bint* stopped) noexcept nogil:
+    """Steps of the samples ``order[lo_j:hi_j]``, the s-th at step clock ``clock + s * stride``;
+    returns the share's loss sum (``stopped`` set on a non-finite loss)."""
+    cdef Py_ssize_t j, i, ptr, lo, hi, c
+    cdef double loss, d, lr, cg, scale
+    cdef double loss_sum = 0.0
+    cdef floating m
+    for j in range(lo_j, hi_j):
+        if j + PREFETCH_AHEAD < hi_j:
+            _prefetch_csr_sample(data, indices, indptr, y, sw, order, j)
+        i = order[j]
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        m = 0
+        for ptr in range(lo, hi):
+            m = m + data[ptr] * w[indices[ptr]]
+        loss, d = loss_1(P.loss, m + w[p], y[i, 0], P.hp)
+        loss = loss * sw[i]
+        loss_sum += loss
+        if not isfinite(loss):
+            stopped[0] = True
+            return loss_sum
+        lr = _learning_rate(P, clock + (j - lo_j) * stride)
+        cg = lr * d * sw[i]
+        for ptr in range(lo, hi):
+            c = indices[ptr]
+            scale = col_scale[c]
+            w[c] = <floating>hogwild_coordinate(w[c], data[ptr], cg, lr * P.l2 * scale, lr * P.l1 * scale)
+        w[p] = <floating>(w[p] - cg)
+    return loss_sum
+
+
+def epoch_csr_hogwild(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
+                      Py_ssize_t n_features, const floating[:, :] y, const floating[:] sw,
+                      const int64_t[:] order, floating[:, ::1] coef, int64_t[:] t, const int64_t[:] codes,
+                      const double[:] hp, const double[::1] col_scale, Py_ssize_t n_shares, double[::1] losses):
+    """One Hogwild! epoch on CSR parts (see :mod:`fastgd._contract`): ``n_shares`` OpenMP
+    threads update ``coef`` without locks. Non-deterministic when ``n_shares > 1``."""
+    from fastgd._backends import _fork_safety
+
+    cdef Params P
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t p = coef.shape[0] - 1
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t c
+    cdef int64_t t0
+    cdef int status
+    cdef floating* w = &coef[0, 0]
+    cdef bint stopped[64]
+    cdef bint threads
+    _check_params(codes.shape[0], hp.shape[0])
+    _read_params(&P, codes, hp)
+    if n_rows < 0:
+        raise ValueError("indptr must have at least one element")
+    _check_layout(n_rows, n_features, y.shape[0], y.shape[1], sw.shape[0], p + 1, coef.shape[1], p + 1,
+                  coef.shape[1], WORK_ROWS, coef.shape[1], P.loss)
+    if indices.shape[0] != data.shape[0] or indptr[n_rows] > data.shape[0]:
+        raise ValueError(f"inconsistent CSR parts: {data.shape[0]} values, {indices.shape[0]} "
+                         f"indices, indptr ends at {indptr[n_rows]}")
+    if not _contract.plain_sgd_per_sample(codes, hp, 1, coef.shape[1]):
+        raise ValueError("Hogwild! epochs run per-sample plain SGD with one output and no clipping")
+    if col_scale.shape[0] != n_features or not 1 <= n_shares <= 64 or losses.shape[0] < n_shares:
+        raise ValueError(f"col_scale has {col_scale.shape[0]} entries (need {n_features}); n_shares {n_shares} "
+                         f"(need 1 to 64, losses has {losses.shape[0]})")
+    if t.shape[0] < 1:
+        raise ValueError("t must have one element")
+    status = _check_codes(&P)
+    if status != STATUS_OK:
+        return status, 0.0
+    threads = n_shares > 1 and _fork_safety.multicore_allowed("cython")
+    if threads:
+        _fork_safety.note_multicore_run()
+    t0 = t[0]
+    for c in range(n_shares):
+        stopped[c] = False
+        losses[c] = 0.0
+    if threads:
+        for c in prange(n_shares, schedule="static", chunksize=1, num_threads=n_shares, nogil=True):
+            losses[c] = _hogwild_share(data, indices, indptr, y, sw, order, c * n_steps // n_shares,
+                                       (c + 1) * n_steps // n_shares, t0 + c, n_shares, w, p, &P,
+                                       &col_scale[0] if n_features > 0 else NULL, &stopped[c])
+    else:
+        with nogil:
+            for c in range(n_shares):
+                losses[c] = _hogwild_share(data, indices, indptr, y, sw, order, c * n_steps // n_shares,
+                                           (c + 1) * n_steps // n_shares, t0 + c, n_shares, w, p, &P,
+                                           &col_scale[0] if n_features > 0 else NULL, &stopped[c])
+                if stopped[c]:
+                    break
+    loss_sum = 0.0
+    for c in range(n_shares):
+        loss_sum += losses[c]
+        if stopped[c]:
+            status = STATUS_NONFINITE
+    if status == STATUS_OK and not _all_finite(w, p + 1):
+        status = STATUS_NONFINITE
+    if status == STATUS_OK:
+        t[0] = t0 + n_steps
+    return status, loss_sum
