@@ -941,12 +941,14 @@ COMPILED_KERNELS = (_epoch_dense_plain_sgd, _epoch_dense_single, _epoch_dense_mu
 
 
 # --- SAGA epochs (fastgd._contract: SAGA epochs) --------------------------------------------
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
-def _epoch_saga_dense(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean):
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
+def _saga_dense_steps(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean, K):
+    """The SAGA epoch loop on dense rows; inlined with ``K`` the literal 1 and with ``K`` read
+    at run time (as :func:`_epoch_dense_batches`: the single-output loops then compile
+    without the per-output inner loops)."""
     (X, y, sw, order, coef, state, t, codes, hp, work, memory) = _borrowed(
         X, y, sw, order, coef, state, t, codes, hp, work, memory)
     p = X.shape[1]
-    K = coef.shape[1]
     n = (p + 1) * K
     w = coef.reshape(n)
     mean = state.reshape(state.shape[0] * n)
@@ -978,6 +980,16 @@ def _epoch_saga_dense(X, y, sw, order, coef, state, t, codes, hp, work, memory, 
         step += 1
     t[0] = step
     return _OK, loss_sum
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
+def _epoch_saga_dense_single(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean):
+    return _saga_dense_steps(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean, 1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
+def _epoch_saga_dense_multi(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean):
+    return _saga_dense_steps(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean, coef.shape[1])
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
@@ -1037,7 +1049,8 @@ def epoch_saga_dense(X, y, sw, order, coef, state, t, codes, hp, work, memory, n
     status = _check_saga_codes(codes)
     if status != _OK:
         return status, 0.0
-    status, loss_sum = _epoch_saga_dense(X, y, sw, order, coef, state, t, codes, hp, work, memory, float(n_mean))
+    kernel = _epoch_saga_dense_single if coef.shape[1] == 1 else _epoch_saga_dense_multi
+    status, loss_sum = kernel(X, y, sw, order, coef, state, t, codes, hp, work, memory, float(n_mean))
     if status == _OK and not _all_finite(coef):
         status = _NONFINITE
     return status, loss_sum
