@@ -941,6 +941,17 @@ COMPILED_KERNELS = (_epoch_dense_plain_sgd, _epoch_dense_single, _epoch_dense_mu
 
 
 # --- SAGA epochs (fastgd._contract: SAGA epochs) --------------------------------------------
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _saga_sample(y, sw, i, z, dz, mem, K, codes, hp, step):
+    """Sample ``i``'s weighted loss at its margins ``z`` and, when finite, the step's learning
+    rate, with ``dz`` turned into the change of its stored gradient scalars (``mem`` updated)."""
+    loss = sw[i] * sample_loss(codes[_C_LOSS], z, y, i, dz, K, hp)
+    if not np.isfinite(loss):
+        return loss, 0.0
+    _rules.saga_remember(dz, mem, i * K, K, float(sw[i]))
+    return loss, learning_rate(codes, hp, step)
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
 def _saga_dense_steps(X, y, sw, order, coef, state, t, codes, hp, work, memory, n_mean, K):
     """The SAGA epoch loop on dense rows; inlined with ``K`` the literal 1 and with ``K`` read
@@ -955,7 +966,6 @@ def _saga_dense_steps(X, y, sw, order, coef, state, t, codes, hp, work, memory, 
     mem = memory.reshape(memory.shape[0] * K)
     z = work[0]
     dz = work[1]
-    loss_code = codes[_C_LOSS]
     l2 = hp[_H_L2]
     l1 = hp[_H_L1]
     inv_n = 1.0 / n_mean
@@ -967,13 +977,11 @@ def _saga_dense_steps(X, y, sw, order, coef, state, t, codes, hp, work, memory, 
             _prefetch_row(X, order[j + PREFETCH_AHEAD])
         i = order[j]
         _margins_dense(X[i], w, K, z)
-        loss = sw[i] * sample_loss(loss_code, z, y, i, dz, K, hp)
+        loss, lr = _saga_sample(y, sw, i, z, dz, mem, K, codes, hp, step)
         loss_sum += loss
         if not np.isfinite(loss):
             t[0] = step
             return _NONFINITE, loss_sum
-        lr = learning_rate(codes, hp, step)
-        _rules.saga_remember(dz, mem, i * K, K, float(sw[i]))
         for f in range(p):
             _rules.saga_row(w, mean, f * K, K, float(X[i, f]), dz, inv_n, lr, l2, l1)
         _rules.saga_row(w, mean, p * K, K, 1.0, dz, inv_n, lr, 0.0, 0.0)
@@ -1004,7 +1012,6 @@ def _epoch_saga_csr(data, indices, indptr, y, sw, order, coef, state, t, codes, 
     mem = memory.reshape(memory.shape[0] * K)
     z = work[0]
     dz = work[1]
-    loss_code = codes[_C_LOSS]
     l2 = hp[_H_L2]
     l1 = hp[_H_L1]
     inv_n = 1.0 / n_mean
@@ -1021,13 +1028,11 @@ def _epoch_saga_csr(data, indices, indptr, y, sw, order, coef, state, t, codes, 
             c = _u(indices[e])
             for k in range(K):
                 z[k] += data[e] * w[c * K + k]
-        loss = sw[i] * sample_loss(loss_code, z, y, i, dz, K, hp)
+        loss, lr = _saga_sample(y, sw, i, z, dz, mem, K, codes, hp, step)
         loss_sum += loss
         if not np.isfinite(loss):
             t[0] = step
             return _NONFINITE, loss_sum
-        lr = learning_rate(codes, hp, step)
-        _rules.saga_remember(dz, mem, i * K, K, float(sw[i]))
         # the mean is dense: every row steps, the row's stored columns (sorted) with their value
         e = lo
         for f in range(p):
