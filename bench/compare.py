@@ -588,7 +588,8 @@ def section_exact(rep, data, backend_name, args):
             else:
                 rep.pair("exact", wl, f"fastgd[{backend_name}] to {eps:g}: {best}", best_ts,
                          f"{main_peer} to its optimum", peer_times[main_peer],
-                         f"peer's own sub-optimality {peer_sub[main_peer]:.1e}; fastgd cumulative partial_fit time")
+                         f"peer's own sub-optimality {peer_sub[main_peer]:.1e}; fastgd cumulative training time "
+                         "(partial_fit epochs; SAGA: one fit, its callback's time taken out)")
         for label, tr in peer_traces.items():
             rep.fact("exact", f"{wl}: {label}", ", ".join(
                 f"{e:g}: {fmt_t(time_to(tr, e)) if time_to(tr, e) is not None else 'not reached'}" for e in THRESHOLDS),
