@@ -619,7 +619,10 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     shuffle = s.shuffle and s.batch_size < len(problem.train_idx)
     n_train = len(problem.train_idx)
     plateau = s.schedule if isinstance(s.schedule, ReduceLROnPlateau) else None
-    track_best = check_convergence and (s.backtrack or _has_stopping_test(s))
+    # SAGA converges at its step without a line search, and its running epoch loss (which can
+    # dip below the optimum's objective mid-run) is no test of a rise: no best epoch is kept
+    track_best = (check_convergence and (s.backtrack or _has_stopping_test(s))
+                  and codes[C.C_OPTIMIZER] != C.OPT_SAGA)
 
     def run_epoch(order):
         if threads is not None:

@@ -11,6 +11,8 @@ Specification:
 * what SAGA cannot do is refused with a clear error (``partial_fit``, mini-batches, clipping).
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -215,3 +217,15 @@ def test_what_saga_cannot_do_is_refused_clearly_and_leaves_the_model(params, cal
         else:
             est.partial_fit(X, y)
     assert_allclose(est.coef_, before, rtol=0, atol=0)
+
+
+def test_the_default_convergence_test_stops_saga_quietly_on_its_last_epoch():
+    # SAGA's running epoch loss can dip below the optimum's objective mid-run: it is no sign
+    # of a too-large step, and the last epoch (the most converged) is kept
+    X, y = _logistic_data(n=500, seed=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LogisticRegression(optimizer="saga", penalty="elasticnet", alpha=0.01, random_state=0,
+                                 record_path="epoch").fit(X, y)
+    assert est.n_iter_ < est.max_iter
+    assert_allclose(est.coef_, est.coef_path_[-1], rtol=0, atol=0)
