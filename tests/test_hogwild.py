@@ -56,7 +56,7 @@ def _kernel_run(backend_name, X, y, sw, n_shares, l2, l1, epochs=3):
     hp[C.H_LR], hp[C.H_LR_SCALE], hp[C.H_L2], hp[C.H_L1] = 0.05, 1.0, l2, l1
     counts = np.bincount(X.indices, minlength=p)
     col_scale = np.where(counts > 0, n / np.maximum(counts, 1), 0.0)
-    coef = np.zeros((p + 1, 1))
+    coef = np.zeros((p + 1, 1), dtype=X.dtype)
     t = np.zeros(1, dtype=np.int64)
     losses = np.zeros(n_shares)
     rng = np.random.default_rng(1)
@@ -72,14 +72,17 @@ def _kernel_run(backend_name, X, y, sw, n_shares, l2, l1, epochs=3):
 
 @pytest.mark.parametrize("backend", HOGWILD_BACKENDS)
 @pytest.mark.parametrize("penalty", [(0.0, 0.0), (1e-3, 0.0), (1e-3, 5e-4)])
-def test_one_share_reproduces_the_reference(backend, penalty):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_share_reproduces_the_reference(backend, penalty, dtype):
     X, y = _sparse_problem()
-    y2 = y.reshape(-1, 1).astype(np.float64)
-    sw = np.random.default_rng(2).uniform(0.5, 1.5, X.shape[0])
+    X = X.astype(dtype)
+    y2 = y.reshape(-1, 1).astype(dtype)
+    sw = np.random.default_rng(2).uniform(0.5, 1.5, X.shape[0]).astype(dtype)
     expected = _kernel_run("numpy", X, y2, sw, 1, *penalty)
     got = _kernel_run(backend, X, y2, sw, 1, *penalty)
-    assert_allclose(got[0], expected[0], rtol=1e-10, atol=1e-13)
-    assert_allclose(got[1], expected[1], rtol=1e-10)
+    rtol, atol = (1e-10, 1e-13) if dtype == np.float64 else (1e-4, 1e-5)
+    assert_allclose(got[0], expected[0], rtol=rtol, atol=atol)
+    assert_allclose(got[1], expected[1], rtol=rtol)
     assert got[2] == expected[2] == 3 * X.shape[0]
 
 
