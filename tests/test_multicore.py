@@ -1,6 +1,7 @@
 """Multi-core gradient accumulation: same mathematics, same bits whatever the thread count."""
 
 import contextlib
+import os
 import warnings
 
 import numpy as np
@@ -291,3 +292,51 @@ def test_n_jobs_is_validated(multi_output):
     X, Y, _ = multi_output
     with pytest.raises(ValueError, match="n_jobs"):
         LinearRegression(n_jobs=0).fit(X, Y)
+
+
+# --- idle OpenMP threads spin briefly (fastgd._backends._openmp_wait) -------------------------
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LOAD_BACKEND = """
+import os, sys
+from fastgd._backends import _openmp_wait, get_backend
+get_backend(sys.argv[1])
+print(_openmp_wait.outcome)
+print(os.environ.get("GOMP_SPINCOUNT"), os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+def _load_backend_in_fresh_process(backend, **env_extra):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(PYTHONPATH=ROOT, OMP_DISPLAY_ENV="verbose", **env_extra)
+    out = subprocess.run([sys.executable, "-c", _LOAD_BACKEND, backend], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    outcome, env_after = out.stdout.split("\n")[:2]
+    if outcome == "no libgomp":
+        pytest.skip("no GNU OpenMP runtime here")
+    return outcome, env_after, out.stderr  # libgomp prints its settings on stderr as it loads
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_fastgd_threads_spin_briefly_without_changing_the_environment(backend):
+    outcome, env_after, settings = _load_backend_in_fresh_process(backend)
+    assert outcome == "limited"
+    # the OpenMP runtime was initialised with the short spin ...
+    from fastgd._backends._openmp_wait import SPIN_COUNT
+
+    assert f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" in settings
+    # ... and the environment the process (and its children) sees is the user's
+    assert env_after == "None None"
+
+
+@pytest.mark.parametrize("setting", [dict(OMP_WAIT_POLICY="active"), dict(GOMP_SPINCOUNT="123")])
+def test_a_users_wait_policy_is_left_alone(setting):
+    outcome, env_after, settings = _load_backend_in_fresh_process(COMPILED[-1], **setting)
+    assert outcome == "user setting"
+    assert env_after == f"{setting.get('GOMP_SPINCOUNT')} {setting.get('OMP_WAIT_POLICY')}"
+    assert "GOMP_SPINCOUNT = '10000'" not in settings
+    if "GOMP_SPINCOUNT" in setting:
+        assert "GOMP_SPINCOUNT = '123'" in settings
