@@ -85,3 +85,19 @@ def test_early_stopping_checks_X_before_training():
     X[7, 1] = np.nan
     with pytest.raises(ValueError, match="Input X contains NaN"):
         LinearRegression(early_stopping=True, max_iter=2).fit(X, y)
+
+
+@pytest.mark.parametrize("y", [
+    np.array([True, False, True, True]), np.array([3, -2, 3, 7, -2], dtype=np.int8),
+    np.array([0, 2**40, 5], dtype=np.int64),  # too wide a range to count: sorted
+    np.array([5, 1, 5], dtype=np.uint64), np.array([2**64 - 1, 2**64 - 3], dtype=np.uint64),
+    np.array(["b", "a", "c", "a"]), np.array([0.5, -1.0, 0.5]),
+    np.array([1, 1, 1]), np.array([], dtype=np.int64)])
+def test_labels_are_encoded_as_numpy_unique_does(y):
+    from fastgd.linear_model._logistic import encode_labels
+
+    classes, index = encode_labels(y)
+    want_classes, want_index = np.unique(y, return_inverse=True)
+    assert classes.dtype == want_classes.dtype
+    assert_array_equal(classes, want_classes)
+    assert_array_equal(index, want_index.ravel())
