@@ -67,7 +67,9 @@ class Report:
         self.notes = []
         self.traces = {}
 
-    def pair(self, section, workload, fastgd_label, fastgd_times, peer_label, peer_times, note=""):
+    def pair(self, section, workload, fastgd_label, fastgd_times, peer_label, peer_times, note="", level=""):
+        """One comparison row. ``level``: "user" (whole estimator fits, validation included) or
+        "kernel" (one kernel call on prepared arrays); the README quotes both where both exist."""
         fm = float(np.median(fastgd_times)) if len(fastgd_times) else np.nan
         pm = float(np.median(peer_times)) if len(peer_times) else np.nan
         ratio = pm / fm if fm > 0 else np.nan
@@ -75,7 +77,7 @@ class Report:
                    fastgd_times=list(map(float, fastgd_times)), peer_times=list(map(float, peer_times)),
                    fastgd_summary=_common.summary(fastgd_times) if len(fastgd_times) else None,
                    peer_summary=_common.summary(peer_times) if len(peer_times) else None,
-                   ratio=ratio, note=note)
+                   ratio=ratio, note=note, level=level)
         self.rows.append(row)
         print(f"  [{section}] {workload}: {fastgd_label} {fmt_summary(fastgd_times)} | {peer_label} "
               f"{fmt_summary(peer_times)} | peer/fastgd {ratio:.3g}" + (f"  ({note})" if note else ""),
@@ -118,10 +120,10 @@ class Report:
             out.append("")
             rows = [r for r in self.rows if r["section"] == sec]
             if rows:
-                out.append("| workload | fastgd | fastgd time | peer | peer time | peer / fastgd | note |")
-                out.append("|---|---|---|---|---|---|---|")
+                out.append("| workload | level | fastgd | fastgd time | peer | peer time | peer / fastgd | note |")
+                out.append("|---|---|---|---|---|---|---|---|")
                 for r in rows:
-                    out.append(f"| {r['workload']} | {r['fastgd']} | {fmt_summary(r['fastgd_times'])} | "
+                    out.append(f"| {r['workload']} | {r['level']} | {r['fastgd']} | {fmt_summary(r['fastgd_times'])} | "
                                f"{r['peer']} | {fmt_summary(r['peer_times'])} | "
                                f"{'n/a' if not np.isfinite(r['ratio']) else format(r['ratio'], '.3g')} | {r['note']} |")
                 out.append("")
@@ -169,6 +171,7 @@ SECTION_TITLES = {
     "numpy": "Plain NumPy vectorised GD vs fastgd kernel, one epoch, same batches",
     "bandwidth": "Full-batch gradient vs memory bandwidth (tall workload)",
     "adam_vs_sgd": "Cost of Adam vs plain SGD per mini-batch epoch (batch 32)",
+    "contention": "fastgd next to NumPy in one program (BLAS on every core), and the cost of fit around its epoch",
     "cold": "Cold start: fresh interpreter, import + first small fit",
     "memory": "Memory: peak during fit relative to the size of X (fresh subprocess)",
 }
@@ -299,7 +302,7 @@ def section_sgd_epoch(rep, data, backends, args):
         for label in fns:
             if label != "sklearn":
                 rep.pair("sgd_epoch", f"{name} {layout_name(X)} {X.shape[0]}x{X.shape[1]}",
-                         f"{label} {ours_label}", times[label], peer_label, times["sklearn"], note)
+                         f"{label} {ours_label}", times[label], peer_label, times["sklearn"], note, level="user")
     # check the step equivalence on a subset, without shuffling: identical sequences of steps
     for name in ("dense_cls", "dense_reg"):
         X, y = data.get(name, np.float64)
@@ -705,10 +708,31 @@ def _torch_loops(rep, data, backends, args, torch):
                 for label in fns:
                     if label != "torch":
                         rep.pair("torch", f"dense_cls {np.dtype(dtype).name} {n}x{p}, batch {batch}",
-                                 f"{label} {oname}", times[label], f"torch.optim {oname}", torch_times, note)
+                                 f"{label} {oname}", times[label], f"torch.optim {oname}", torch_times, note,
+                                 level="kernel")
+                if batch == 32 and oname == "adam":
+                    _torch_user_level(rep, X, y, backends, args, torch_epoch, dtype)
 
 
 # --- 4. NumPy baseline, 5. bandwidth, 6. Adam vs SGD ----------------------------------------
+def _torch_user_level(rep, X, y, backends, args, torch_epoch, dtype):
+    """The same epoch as a user runs it: a whole ``LogisticRegression.fit`` (validation, target
+    encoding, set-up) against the torch loop, next to the kernel-level rows."""
+    from fastgd import LogisticRegression
+
+    n, p = X.shape
+    fns = {f"fastgd[{b}]": (lambda b=b: LogisticRegression(
+        optimizer="adam", learning_rate=1e-3, batch_size=32, max_iter=1, tol=None, penalty="l2", alpha=ALPHA,
+        random_state=0, backend=b).fit(X, y)) for b in backends}
+    fns["torch"] = torch_epoch
+    times = _common.alternate(fns, args.repeats, warmup=1)
+    for label in fns:
+        if label != "torch":
+            rep.pair("torch", f"dense_cls {np.dtype(dtype).name} {n}x{p}, batch 32",
+                     f"{label} LogisticRegression(adam).fit, max_iter=1", times[label], "torch.optim adam",
+                     times["torch"], "user level: the whole estimator fit against the torch loop", level="user")
+
+
 def section_numpy(rep, data, backends, args):
     print("\n== plain NumPy vectorised GD ==", flush=True)
     cases = [("dense_cls", np.float64), ("dense_cls", np.float32), ("tall", np.float64)]
@@ -748,7 +772,39 @@ def section_numpy(rep, data, backends, args):
                     rep.pair("numpy", f"{name} {np.dtype(dtype).name} {n}x{p}, batch {'full' if batch is None else batch}",
                              f"{label} sgd", times[label], "NumPy (bench/numpy_gd.py)", times["numpy"],
                              "same order, same steps; NumPy gathers X[idx] per batch" if batch
-                             else "one full-batch step, data order (as in a fit); large batches use the multi-core kernel")
+                             else "one full-batch step, data order (as in a fit); large batches use the multi-core kernel",
+                             level="kernel")
+            if batch is None and name == "tall":
+                _numpy_user_level(rep, X, y, y2, backends, args, kind, lr, dtype)
+
+
+FULL_BATCH_ITERATIONS = 10
+
+
+def _numpy_user_level(rep, X, y, y2, backends, args, kind, lr, dtype):
+    """Full-batch training as a user runs it: ``LinearRegression.fit`` for
+    FULL_BATCH_ITERATIONS iterations against the same iterations written in NumPy."""
+    from fastgd import LinearRegression
+
+    n, p = X.shape
+    order = np.arange(n, dtype=np.int64)
+    W = np.zeros((p + 1, 1), dtype=dtype)
+
+    def numpy_fit():
+        W[...] = 0
+        for _ in range(FULL_BATCH_ITERATIONS):
+            G.epoch(X, y2, order, W, lr, ALPHA, None, kind)
+
+    fns = {f"fastgd[{b}]": (lambda b=b: LinearRegression(
+        optimizer="sgd", learning_rate=lr, batch_size=None, max_iter=FULL_BATCH_ITERATIONS, tol=None, penalty="l2",
+        alpha=ALPHA, backend=b).fit(X, y)) for b in backends}
+    fns["numpy"] = numpy_fit
+    times = _common.alternate(fns, args.repeats, warmup=1)
+    for label in fns:
+        if label != "numpy":
+            rep.pair("numpy", f"tall {np.dtype(dtype).name} {n}x{p}, batch full, {FULL_BATCH_ITERATIONS} iterations",
+                     f"{label} LinearRegression(sgd).fit", times[label], "NumPy, the same iterations", times["numpy"],
+                     "user level: the whole estimator fit against a NumPy loop", level="user")
 
 
 def measure_bandwidth(nbytes, repeats=7, threads=1):
@@ -803,7 +859,8 @@ def section_bandwidth(rep, data, backends, args):
     for label in times:
         if label != "numpy":
             rep.pair("bandwidth", f"tall {n}x{p} float64", f"{label} full_gradient_dense", times[label],
-                     "NumPy X.T @ (X @ w - y)", times["numpy"], "squared-loss gradient, BLAS threads as set")
+                     "NumPy X.T @ (X @ w - y)", times["numpy"], "squared-loss gradient, BLAS threads as set",
+                     level="kernel")
     # the multi-core speed-up of the full gradient: the same kernel on one thread
     for bname, mod in backends.items():
         if not hasattr(mod, "full_gradient_dense"):
@@ -856,6 +913,66 @@ def section_adam(rep, data, backends, args):
         times = _common.alternate(fns, args.repeats, warmup=1, setup=lambda k: runs[k].reset())
         rep.pair("adam_vs_sgd", f"dense_cls float64 {n}x{p}, batch 32", f"fastgd[{bname}] sgd", times["sgd"],
                  f"fastgd[{bname}] adam", times["adam"], "ratio = Adam epoch / SGD epoch")
+
+
+# --- 6b. fastgd inside a program that also calls NumPy; fit overhead ------------------------
+IDLE_SECONDS = 0.3  # longer than OpenBLAS's and libgomp's idle threads spin after a call
+
+
+def section_contention(rep, data, backends, args):
+    """User-level figures of a program that mixes fastgd and NumPy, BLAS on every core (as a
+    user's NumPy runs by default): a full-batch fit alone and right after a BLAS call
+    (``X.T @ r``, whose threads keep spinning after it returns); the same BLAS call alone and
+    right after a fit; and a one-epoch mini-batch fit against its epoch kernel."""
+    from threadpoolctl import threadpool_limits
+
+    from fastgd import LinearRegression, LogisticRegression
+
+    print("\n== fastgd next to NumPy in one program; fit overhead ==", flush=True)
+    cores = os.cpu_count() or 1
+    n = max(60_000, int(600_000 * args.scale))
+    X, y = _common.dense_regression(n, 50, np.float64, seed=3)
+    r = np.random.default_rng(4).standard_normal(n)
+
+    def blas_call():
+        return X.T @ r
+
+    with threadpool_limits(limits=cores, user_api="blas"):
+        for b in backends:
+            def fit(b=b):
+                return LinearRegression(optimizer="sgd", learning_rate=0.01, batch_size=None,
+                                        max_iter=FULL_BATCH_ITERATIONS, tol=None, backend=b).fit(X, y)
+
+            fit()
+            before = {"alone": lambda: time.sleep(IDLE_SECONDS), "after": lambda: (time.sleep(IDLE_SECONDS), blas_call())}
+            times = _common.alternate({"alone": fit, "after": fit}, args.repeats, warmup=1,
+                                      setup=lambda k: before[k]())
+            rep.pair("contention", f"tall float64 {n}x50, batch full, {FULL_BATCH_ITERATIONS} iterations",
+                     f"fastgd[{b}] LinearRegression.fit alone", times["alone"],
+                     "the same fit right after X.T @ r", times["after"],
+                     f"ratio = after / alone (target <= 1.15); BLAS on {cores} threads", level="user")
+            before = {"alone": lambda: time.sleep(IDLE_SECONDS), "after": lambda: (time.sleep(IDLE_SECONDS), fit())}
+            times = _common.alternate({"alone": blas_call, "after": blas_call}, args.repeats, warmup=1,
+                                      setup=lambda k: before[k]())
+            rep.pair("contention", f"NumPy X.T @ r, X {n}x50 float64",
+                     "X.T @ r alone", times["alone"], f"X.T @ r right after a fastgd[{b}] fit", times["after"],
+                     "ratio = after / alone: what fastgd's idle threads cost the user's NumPy", level="user")
+    # one-epoch fit against its epoch kernel (the kernel's order permutation drawn in the timing too)
+    n1, p1 = 40_000, 120
+    X1, y1 = _common.dense_classification(n1, p1, np.float64, seed=5)
+    y1 = np.asarray(y1)
+    rng = np.random.default_rng(0)
+    for b, mod in backends.items():
+        est = dict(optimizer="adam", learning_rate=1e-3, batch_size=32, max_iter=1, tol=None, penalty="l2",
+                   alpha=ALPHA, backend=b)
+        codes, hp, bs = _common.kernel_settings(C.LOSS_LOG, "adam", 1e-3, 32, n1, alpha=ALPHA)
+        run = _common.KernelRun(mod, X1, y1.reshape(-1, 1), "adam", codes, hp, bs)
+        fns = {"fit": lambda: LogisticRegression(**est).fit(X1, y1),
+               "kernel": lambda: run.epoch(rng.permutation(n1))}
+        times = _common.alternate(fns, args.repeats, warmup=1, setup=lambda k: run.reset())
+        rep.pair("contention", f"dense float64 {n1}x{p1}, adam, batch 32, one epoch",
+                 f"fastgd[{b}] epoch kernel", times["kernel"], "LogisticRegression.fit, max_iter=1", times["fit"],
+                 "ratio = fit / kernel: the cost of fit around its epoch (target <= 1.3)", level="user vs kernel")
 
 
 # --- 7. cold start, 8. memory (fresh subprocesses) -----------------------------------------
@@ -1073,7 +1190,8 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (fastgd's multi-core kernels are not limited)")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per timing")
-    ap.add_argument("--sections", default="sgd_epoch,dropin,exact,torch,numpy,bandwidth,adam_vs_sgd,cold,memory,file",
+    ap.add_argument("--sections", default="sgd_epoch,dropin,exact,torch,numpy,bandwidth,adam_vs_sgd,contention,cold,"
+                    "memory,file",
                     help="comma-separated subset of the sections to run")
     args = ap.parse_args(argv)
     if args.scale is None:
@@ -1098,11 +1216,13 @@ def main(argv=None):
     import sklearn
     from threadpoolctl import threadpool_limits
 
-    try:
-        import torch
+    # the version only: importing torch would load its OpenMP runtime before fastgd's kernels
+    # load theirs (see fastgd/_backends/_openmp_wait.py), unlike a program that never uses torch
+    from importlib.metadata import PackageNotFoundError, version
 
-        torch_version = torch.__version__
-    except ImportError:
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
         torch_version = "not installed"
     status = _common.backend_status()
     backends = {k: m for k, (m, _) in status.items() if m is not None}
@@ -1143,6 +1263,7 @@ def main(argv=None):
             run("numpy", section_numpy, data, backends, args)
             run("bandwidth", section_bandwidth, data, backends, args)
             run("adam_vs_sgd", section_adam, data, backends, args)
+            run("contention", section_contention, data, backends, args)
         run("cold", section_cold, backends, args)
         run("memory", section_memory, backends, args)
         from bench.file_training import section_file

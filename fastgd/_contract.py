@@ -155,6 +155,8 @@ def n_slots(optimizer_code, momentum, amsgrad):
 # (``partial``: (N_CHUNKS, p + 1, K), ``pwork``: (N_CHUNKS, WORK_ROWS, K), ``losses``:
 # (N_CHUNKS,) float64), then added in slice order: the result does not depend on the thread
 # count. The driver uses it for batches with at least CHUNKED_MIN_WORK = b * p * K.
+# Slices are handed out to threads dynamically; a power of two (the kernels spread the
+# buffers of consecutive slices apart by reversing the bits of the slice index).
 N_CHUNKS = 8
 CHUNKED_MIN_WORK = 1 << 17
 

@@ -210,7 +210,8 @@ class Settings:
     monitor: object = None  # fastgd.callbacks.TrainingMonitor: callbacks, progress bar, recorded path
     backtrack: bool = False  # learning_rate="auto": halve the step on a rise
     suggest_learning_rate: object = None  # callable () -> the "auto" step, for warnings
-    scale_advice: str = None  # why the features' scales slow gradient descent, if they do
+    scale_advice: object = None  # why the features' scales slow gradient descent, if they do (or a
+    # callable computing it, called when a warning needs it)
     rise_rtol: float = RISE_RTOL_MINIBATCH  # set by train() from the batch size
 
 
@@ -708,6 +709,14 @@ def _has_stopping_test(settings):
     return settings.tol is not None or settings.grad_tol is not None
 
 
+def _scale_advice(s):
+    """``s.scale_advice``, computed on first use when it is a callable (a pass over X that
+    only a warning needs)."""
+    if callable(s.scale_advice):
+        s.scale_advice = s.scale_advice()
+    return s.scale_advice
+
+
 def finish(ts, settings, converged, max_iter, estimator_name, objective=None):
     """After ``fit``: restore the best parameters, and warn once if something is wrong.
 
@@ -759,13 +768,13 @@ def finish(ts, settings, converged, max_iter, estimator_name, objective=None):
                         "the convergence test stopped training")
         advice.append("increase max_iter" + ("" if s.backtrack else " or the learning_rate")
                       + " or tol")
-    if not observed and s.scale_advice and converged:
+    if not observed and converged and _scale_advice(s):
         observed.append("the convergence test stopped training, but on features at such different "
                         "scales gradient descent progresses so slowly that it looks converged: the "
                         "model may be far from the optimum")
     if not observed:
         return
-    if s.scale_advice:
+    if _scale_advice(s):
         advice.insert(0, s.scale_advice)
     warnings.warn(f"{estimator_name}: " + "; ".join(observed) + ". To fix: " + "; ".join(advice) + ".",
                   ConvergenceWarning)

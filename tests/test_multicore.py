@@ -1,5 +1,7 @@
 """Multi-core gradient accumulation: same mathematics, same bits whatever the thread count."""
 
+import contextlib
+import os
 import warnings
 
 import numpy as np
@@ -60,6 +62,24 @@ def test_chunked_kernel_equals_reference(big, optimizer, batch_size, backend):
         assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-10)
 
 
+def _chunk_threads(backend):
+    return get_backend(backend)._chunk_threads if backend == "numba" else _cython_kernels()._chunk_threads
+
+
+def _cython_kernels():
+    from fastgd._backends._cython import _kernels
+
+    return _kernels
+
+
+def _max_threads(backend):
+    if backend == "numba":
+        import numba
+
+        return numba.config.NUMBA_NUM_THREADS
+    return 4  # OpenMP runs more threads than cores when asked: oversubscribed, some run slow
+
+
 def _run_with_threads(backend, n, fn):
     """``fn()`` with the backend's parallel loops limited to ``n`` threads."""
     if backend == "numba":
@@ -73,26 +93,59 @@ def _run_with_threads(backend, n, fn):
             numba.set_num_threads(before)
     from threadpoolctl import threadpool_limits
 
-    from fastgd._backends._cython import _kernels
-
     with threadpool_limits(limits=n, user_api="openmp"):
-        openmp, ids = _kernels._chunk_threads()
+        openmp, _ = _cython_kernels()._chunk_threads()
         if not openmp:
             pytest.skip("the Cython extension was built without OpenMP")
-        # the limit reaches the extension's OpenMP runtime: its slices run on exactly n threads
-        assert sorted(set(ids)) == list(range(min(n, C.N_CHUNKS)))
         return fn()
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_every_thread_takes_slices(backend):
+    # Each slice takes 20 ms: the n threads asked for all take part, and no others.
+    for n in sorted({1, 2, _max_threads(backend)}):
+        _, ids = _run_with_threads(backend, n, lambda: _chunk_threads(backend)([20_000] * C.N_CHUNKS))
+        assert sorted(set(ids)) == list(range(min(n, C.N_CHUNKS)))
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_a_slow_thread_takes_fewer_slices(backend):
+    # Slice 0 stands for a thread slowed down (200 ms); the others take 1 ms. A fixed, equal
+    # share would leave N_CHUNKS / 2 slices to that thread; handed out as threads are free,
+    # the other thread takes the rest while the slow one is busy.
+    if _max_threads(backend) < 2:
+        pytest.skip("one thread only")
+    _, ids = _run_with_threads(backend, 2, lambda: _chunk_threads(backend)([200_000] + [1_000] * (C.N_CHUNKS - 1)))
+    assert ids.count(ids[0]) < C.N_CHUNKS // 2
+    assert set(ids) == {0, 1}
+
+
+@contextlib.contextmanager
+def _numpy_busy_in_another_thread():
+    """A thread calling NumPy's BLAS in a loop (its own worker threads spin between calls)
+    while the block runs: fastgd's threads share their cores and some run slow."""
+    import threading
+
+    stop = threading.Event()
+    A = np.random.default_rng(3).standard_normal((400, 400))
+
+    def work():
+        while not stop.is_set():
+            A @ A
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @pytest.mark.parametrize("backend", COMPILED)
 def test_results_do_not_depend_on_the_thread_count(big, backend):
     X, y = big
     fit = lambda: _fit(LogisticRegression, X, y > 0, backend=backend, optimizer="adam")  # noqa: E731
-    one = _run_with_threads(backend, 1, fit)
-    two = _run_with_threads(backend, 2, fit)
-    assert_array_equal(one.coef_, two.coef_)
-    assert one.loss_curve_ == two.loss_curve_
-    # the full-batch gradient too, bit for bit
     coef = np.random.default_rng(1).standard_normal((51, 1))
     codes = np.zeros(C.N_CODES, dtype=np.int64)
     codes[C.C_LOSS] = C.LOSS_LOG
@@ -103,10 +156,16 @@ def test_results_do_not_depend_on_the_thread_count(big, backend):
                                                         coef, codes, grad, np.zeros((C.WORK_ROWS, 1)))
         return grad, loss
 
-    g1, l1 = _run_with_threads(backend, 1, gradient)
-    g2, l2 = _run_with_threads(backend, 2, gradient)
-    assert_array_equal(g1, g2)
-    assert l1 == l2
+    one, (g1, l1) = _run_with_threads(backend, 1, fit), _run_with_threads(backend, 1, gradient)
+    runs = [(n, False) for n in sorted({2, _max_threads(backend)})] + [(2, True)]
+    for n, slowed in runs:
+        with _numpy_busy_in_another_thread() if slowed else contextlib.nullcontext():
+            other, (g, loss) = _run_with_threads(backend, n, fit), _run_with_threads(backend, n, gradient)
+        # the fit and the full-batch gradient, bit for bit
+        assert_array_equal(other.coef_, one.coef_)
+        assert other.loss_curve_ == one.loss_curve_
+        assert_array_equal(g, g1)
+        assert loss == l1
 
 
 @pytest.mark.parametrize("backend", COMPILED)
@@ -233,3 +292,51 @@ def test_n_jobs_is_validated(multi_output):
     X, Y, _ = multi_output
     with pytest.raises(ValueError, match="n_jobs"):
         LinearRegression(n_jobs=0).fit(X, Y)
+
+
+# --- idle OpenMP threads spin briefly (fastgd._backends._openmp_wait) -------------------------
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LOAD_BACKEND = """
+import os, sys
+from fastgd._backends import _openmp_wait, get_backend
+get_backend(sys.argv[1])
+print(_openmp_wait.outcome)
+print(os.environ.get("GOMP_SPINCOUNT"), os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+def _load_backend_in_fresh_process(backend, **env_extra):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(PYTHONPATH=ROOT, OMP_DISPLAY_ENV="verbose", **env_extra)
+    out = subprocess.run([sys.executable, "-c", _LOAD_BACKEND, backend], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    outcome, env_after = out.stdout.split("\n")[:2]
+    if outcome == "no libgomp":
+        pytest.skip("no GNU OpenMP runtime here")
+    return outcome, env_after, out.stderr  # libgomp prints its settings on stderr as it loads
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_fastgd_threads_spin_briefly_without_changing_the_environment(backend):
+    outcome, env_after, settings = _load_backend_in_fresh_process(backend)
+    assert outcome == "limited"
+    # the OpenMP runtime was initialised with the short spin ...
+    from fastgd._backends._openmp_wait import SPIN_COUNT
+
+    assert f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" in settings
+    # ... and the environment the process (and its children) sees is the user's
+    assert env_after == "None None"
+
+
+@pytest.mark.parametrize("setting", [dict(OMP_WAIT_POLICY="active"), dict(GOMP_SPINCOUNT="123")])
+def test_a_users_wait_policy_is_left_alone(setting):
+    outcome, env_after, settings = _load_backend_in_fresh_process(COMPILED[-1], **setting)
+    assert outcome == "user setting"
+    assert env_after == f"{setting.get('GOMP_SPINCOUNT')} {setting.get('OMP_WAIT_POLICY')}"
+    assert "GOMP_SPINCOUNT = '10000'" not in settings
+    if "GOMP_SPINCOUNT" in setting:
+        assert "GOMP_SPINCOUNT = '123'" in settings

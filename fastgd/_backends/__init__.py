@@ -11,6 +11,8 @@ everything on each backend in turn).
 import importlib
 import os
 
+from fastgd._backends import _openmp_wait
+
 BACKENDS = ("numpy", "numba", "cython")
 _MODULES = {"numpy": "._reference", "numba": "._numba", "cython": "._cython"}
 # Order of preference for "auto", from measurements side by side in one process (README,
@@ -43,5 +45,7 @@ def get_backend(name="auto"):
     if name not in _MODULES:
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}; got {name!r}.")
     if name not in _loaded:
+        if name != "numpy":  # before the compiled kernels load the OpenMP runtime
+            _openmp_wait.limit_spinning()
         _loaded[name] = importlib.import_module(_MODULES[name], __name__)
     return _loaded[name]

@@ -18,10 +18,11 @@ from fastgd._backends import _numba_cache
 _numba_cache.configure(__file__)
 
 import inspect  # noqa: E402
+import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
-from numba import njit, prange, types  # noqa: E402
+from numba import get_thread_id, njit, prange, types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 from numba.np.arrayobj import populate_array  # noqa: E402
@@ -481,7 +482,43 @@ def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, wo
 # A large batch is cut into N_CHUNKS fixed slices; each slice's gradient is summed into its
 # own buffer (in parallel), then the buffers are added in slice order. The result depends on
 # neither the number of threads nor their scheduling: fits are reproducible bit for bit.
+# Numba's prange gives each thread one fixed, equal share of the iterations (its
+# parallel_chunksize setting did not change that under the omp or workqueue layers, measured
+# with Numba 0.68), so the whole loop would wait for a thread whose core is shared with other
+# work (another library's spinning threads). The slices are handed out from a queue instead:
+# every prange iteration claims the next unclaimed slice (an atomic counter) until none is
+# left, so each thread's first iteration works alongside the others until the queue is empty
+# and a slow thread simply takes fewer slices. Slices claimed
+# one after another run at the same time, so their buffers are spread apart (_chunk_slot):
+# neighbouring buffers share a cache line at their boundary.
 N_CHUNKS = C.N_CHUNKS
+
+
+@intrinsic
+def _claim_next(typingctx, counter):
+    """Atomically ``counter[0] += 1``; returns the value before (the slice claimed)."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+        return None
+    sig = types.int64(counter)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", arr.data, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _chunk_slot(c):
+    """The buffer of slice ``c``: its index with the bits reversed (N_CHUNKS is a power of
+    two), so that slices claimed consecutively write buffers at least two apart."""
+    slot = 0
+    width = 1
+    while width < N_CHUNKS:
+        slot = (slot << 1) | (c & 1)
+        c >>= 1
+        width <<= 1
+    return slot
 
 
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True, fastmath=_FAST)
@@ -494,32 +531,80 @@ def _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, l
     b = end - start
     K = coef.shape[1]
     w = coef.reshape(coef.size)
-    for c in prange(N_CHUNKS):
-        lo = start + (b * c) // N_CHUNKS
-        hi = start + (b * (c + 1)) // N_CHUNKS
-        part = partial[c].reshape(coef.size)
-        part[:] = 0.0
-        if K == 1:
-            acc = _add_gradients_1(X, y, sw, order, lo, hi, hi, w, part, loss_code, hp)
-        else:
-            z = pwork[c, 0]
-            dz = pwork[c, 1]
-            acc = 0.0
-            for j in range(lo, hi):
-                if j + PREFETCH_AHEAD < hi:
-                    _prefetch_row(X, order[j + PREFETCH_AHEAD])
-                acc += _accumulate_dense(X, y, sw, order[j], w, part, K, loss_code, z, dz, False, hp)
-        losses[c] = acc
+    claimed = np.zeros(1, dtype=np.int64)  # the queue of slices (parfors allocate per launch too)
+    for _ in prange(N_CHUNKS):  # each thread's first iteration empties the queue with the others
+        c = _claim_next(claimed)
+        while c < N_CHUNKS:
+            lo = start + (b * c) // N_CHUNKS
+            hi = start + (b * (c + 1)) // N_CHUNKS
+            slot = _chunk_slot(c)
+            part = partial[slot].reshape(coef.size)
+            part[:] = 0.0
+            if K == 1:
+                acc = _add_gradients_1(X, y, sw, order, lo, hi, hi, w, part, loss_code, hp)
+            else:
+                z = pwork[slot, 0]
+                dz = pwork[slot, 1]
+                acc = 0.0
+                for j in range(lo, hi):
+                    if j + PREFETCH_AHEAD < hi:
+                        _prefetch_row(X, order[j + PREFETCH_AHEAD])
+                    acc += _accumulate_dense(X, y, sw, order[j], w, part, K, loss_code, z, dz, False, hp)
+            losses[c] = acc
+            c = _claim_next(claimed)
     total = 0.0
     for c in range(N_CHUNKS):
         total += losses[c]
     g = grad.reshape(grad.size)
     for q in range(g.size):
-        acc = partial[0].flat[q]
+        acc = partial[0].flat[q]  # slice 0's buffer is slot 0
         for c in range(1, N_CHUNKS):
-            acc += partial[c].flat[q]
+            acc += partial[_chunk_slot(c)].flat[q]
         g[q] = acc
     return total
+
+
+@intrinsic
+def _sleep_us(typingctx, us):
+    """Sleep ``us`` microseconds (the C library's ``usleep``; ``Sleep`` in milliseconds on
+    Windows), for the scheduling diagnostic below."""
+    sig = types.void(us)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        n = builder.trunc(context.cast(builder, args[0], signature.args[0], types.int64), i32)
+        if sys.platform == "win32":
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32]), "Sleep")
+            builder.call(fn, [builder.udiv(builder.add(n, i32(999)), i32(1000))])
+        else:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32]), "usleep")
+            builder.call(fn, [n])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _chunk_threads_kernel(delays_us, ids):
+    claimed = np.zeros(1, dtype=np.int64)
+    for _ in prange(N_CHUNKS):
+        c = _claim_next(claimed)
+        while c < N_CHUNKS:
+            if delays_us[c] > 0:
+                _sleep_us(delays_us[c])
+            ids[c] = get_thread_id()
+            c = _claim_next(claimed)
+
+
+def _chunk_threads(delays_us=None):
+    """``(True, thread ids)``: the thread that ran each of the N_CHUNKS slices of a parallel
+    loop handed out as the gradient's (a diagnostic for the thread-count tests). Slice ``c``
+    first sleeps ``delays_us[c]`` microseconds (none by default): a stand-in for work, or for
+    a thread slowed by other work on its core."""
+    delays = np.zeros(N_CHUNKS, dtype=np.int64) if delays_us is None else np.asarray(delays_us, dtype=np.int64)
+    ids = np.zeros(N_CHUNKS, dtype=np.int64)
+    _chunk_threads_kernel(delays, ids)
+    return True, ids.tolist()
 
 
 def epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work,

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils import assert_all_finite
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, check_random_state, validate_data
 
 from fastgd import _contract as C
@@ -237,7 +238,9 @@ class BaseGD(BaseEstimator):
         return coef
 
     # --- validation ----------------------------------------------------------------------
-    def _validate_X_y(self, X, y, first):
+    def _validate_X_y(self, X, y, first, check_finite=True):
+        """X and y as training needs them. With ``check_finite=False`` X's finiteness is left
+        to the caller (:meth:`_check_finite_X`)."""
         dtype = [np.float64, np.float32] if first else self._dtype
         accept_sparse = "csr" if self._accept_sparse else False
         # scikit-learn's finiteness check sums X first: finite values near the top of the
@@ -246,6 +249,7 @@ class BaseGD(BaseEstimator):
             X, y = validate_data(
                 self, X, y, reset=first, accept_sparse=accept_sparse, dtype=dtype, order="C",
                 multi_output=self._multi_output, y_numeric=self._y_numeric,
+                ensure_all_finite=check_finite,
             )
         if sp.issparse(X):
             check_csr_structure(X)  # before anything (scipy included) indexes with it
@@ -254,6 +258,15 @@ class BaseGD(BaseEstimator):
             X = X.copy()
             X.sum_duplicates()
         return X, y
+
+    def _check_finite_X(self, X):
+        """Raise scikit-learn's error (as validation would have) if X holds a NaN or an
+        infinity."""
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # see _validate_X_y
+                assert_all_finite(X, input_name="X", estimator_name=type(self).__name__)
+        except ValueError as error:
+            raise ValueError(str(error)) from None  # not "during handling of" the kernel's report
 
     def _raw_sample_weight(self, sample_weight, X, class_sw):
         """Sample weights times class weights, checked, in float64, before any scaling."""
@@ -270,6 +283,8 @@ class BaseGD(BaseEstimator):
         dtype. Divided by their maximum first, so weights near the top or the bottom of the
         float range give the same model as any other constant weights instead of
         overflowing (or underflowing) to zero."""
+        if sample_weight is None and class_sw is None:  # already mean 1: none of the passes below
+            return np.ones(X.shape[0], dtype=X.dtype)
         sw = self._raw_sample_weight(sample_weight, X, class_sw)
         top = float(np.max(sw, initial=0.0))
         if top > 0:
@@ -315,7 +330,11 @@ class BaseGD(BaseEstimator):
             return _distributed.fit(self, X, y, sample_weight, incremental=incremental)
         fitted = hasattr(self, "_train_state")
         first = not (incremental and fitted)
-        X, y = self._validate_X_y(X, y, first)
+        # A dense fit that trains on every row leaves X's finiteness to the kernels: a NaN or an
+        # infinity makes the first epoch's loss non-finite, and only then is X checked (for
+        # scikit-learn's error). Otherwise, one pass over X checks it before training.
+        defer_finite = not incremental and not self.early_stopping and not sp.issparse(X)
+        X, y = self._validate_X_y(X, y, first, check_finite=not defer_finite)
         if not first and self._accept_sparse and sp.issparse(X):
             X = X.astype(self._dtype, copy=False)
         with np.errstate(over="ignore"):  # a target beyond X's dtype is reported just below
@@ -374,8 +393,13 @@ class BaseGD(BaseEstimator):
         backend = get_backend(self.backend)
 
         def auto_step():
-            return _step_size.auto_learning_rate(X, sw, train_idx, settings.codes, settings.hp,
-                                                 settings.batch_size, backend, streaming=incremental)
+            try:
+                return _step_size.auto_learning_rate(X, sw, train_idx, settings.codes, settings.hp,
+                                                     settings.batch_size, backend, streaming=incremental)
+            except ValueError:
+                if defer_finite:  # a step not finite because X is not?
+                    self._check_finite_X(X)
+                raise
 
         if self.learning_rate == "auto":
             if ts.learning_rate is None:
@@ -385,8 +409,8 @@ class BaseGD(BaseEstimator):
         else:
             ts.learning_rate = float(self.learning_rate)
             settings.suggest_learning_rate = auto_step
-        if not incremental:
-            settings.scale_advice = scale_advice(X)
+        if not incremental:  # a pass over X that only a warning needs: computed if one is issued
+            settings.scale_advice = lambda: scale_advice(X)
         n_epochs = 1 if incremental else self.max_iter
         settings.monitor = self._monitor(ts, settings, n_epochs, len(train_idx), continued=not first)
         # Continuing a fitted model, the state is trained in place and the whole call undone on
@@ -405,6 +429,8 @@ class BaseGD(BaseEstimator):
                 _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__, objective)
             self._publish(ts, X.dtype, settings)
         except DivergenceError:
+            if defer_finite:
+                self._check_finite_X(X)
             if undo is not None:
                 undo.restore(ts)
             else:

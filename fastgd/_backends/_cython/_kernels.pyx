@@ -493,11 +493,26 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
 # A batch is cut into N_CHUNKS fixed slices; each slice's gradient is summed into its own
 # buffer (in parallel, one slice per prange iteration), then the buffers are added in slice
 # order. The result depends on neither the number of threads nor their scheduling.
-# Each thread takes a contiguous block of slices (static schedule, default chunk): with
-# slices dealt round-robin, two threads work on neighbouring buffers at once and share the
-# cache line between them on every sample (measured: 1.06x on two cores instead of 1.9x).
+# Slices are handed out one at a time to whichever thread is free (dynamic schedule): a
+# thread that runs slow (its core shared with another library's spinning threads, or with
+# another process) simply takes fewer slices, instead of the whole region waiting for it.
+# Slices handed out one after another run at the same time on different threads, so their
+# buffers are spread apart (_chunk_slot): neighbouring buffers share a cache line at their
+# boundary, and writing it from two threads on every sample bounces the line between cores
+# (measured with round-robin slices in neighbouring buffers: 1.06x on two cores, not 1.9x).
 cdef enum:
     LOCAL_K = 16  # up to this many outputs, a slice keeps its margins on the thread's stack
+
+
+cdef inline Py_ssize_t _chunk_slot(Py_ssize_t c) noexcept nogil:
+    """The buffer of slice ``c``: its index with the bits reversed (N_CHUNKS is a power of
+    two), so that slices handed out consecutively write buffers at least two apart."""
+    cdef Py_ssize_t slot = 0, width = 1
+    while width < N_CHUNKS:
+        slot = (slot << 1) | (c & 1)
+        c >>= 1
+        width <<= 1
+    return slot
 
 
 cdef inline int64_t _read_i64(const char* base, Py_ssize_t stride, Py_ssize_t j) noexcept nogil:
@@ -546,21 +561,22 @@ cdef double _chunked_gradient(const floating* X, const char* yb, Py_ssize_t ys0,
     (margins, then d loss / d z ``pw_row`` elements later), ``losses`` (N_CHUNKS,)."""
     cdef Py_ssize_t b = end - start
     cdef Py_ssize_t n = (p + 1) * K
-    cdef Py_ssize_t c, lo, hi, q
+    cdef Py_ssize_t c, lo, hi, q, slot
     cdef floating acc
     cdef double total = 0.0
-    for c in prange(N_CHUNKS, schedule="static"):
+    for c in prange(N_CHUNKS, schedule="dynamic", chunksize=1):
         lo = start + (b * c) // N_CHUNKS
         hi = start + (b * (c + 1)) // N_CHUNKS
+        slot = _chunk_slot(c)
         losses[c] = _slice_gradient(X, yb, ys0, ys1, swb, sws, ob, os, n_order, lo, hi, cf,
-                                    partial + c * n, pwork + c * pw_chunk,
-                                    pwork + c * pw_chunk + pw_row, p, K, loss_code, hp)
+                                    partial + slot * n, pwork + slot * pw_chunk,
+                                    pwork + slot * pw_chunk + pw_row, p, K, loss_code, hp)
     for c in range(N_CHUNKS):
         total += losses[c]
     for q in range(n):
-        acc = partial[q]
+        acc = partial[q]  # slice 0's buffer is slot 0
         for c in range(1, N_CHUNKS):
-            acc = acc + partial[c * n + q]
+            acc = acc + partial[_chunk_slot(c) * n + q]
         g[q] = acc
     return total
 
@@ -678,6 +694,19 @@ def full_gradient_dense(const floating[:, ::1] X, const floating[:, :] y, const 
 
 cdef extern from *:
     """
+    #ifdef _WIN32
+    #include <windows.h>
+    static void fastgd_sleep_us(unsigned int us) { Sleep((us + 999) / 1000); }
+    #else
+    #include <unistd.h>
+    static void fastgd_sleep_us(unsigned int us) { usleep(us); }
+    #endif
+    """
+    void fastgd_sleep_us(unsigned int us) noexcept nogil
+
+
+cdef extern from *:
+    """
     #ifdef _OPENMP
     #define FASTGD_OPENMP 1
     #else
@@ -687,12 +716,19 @@ cdef extern from *:
     int FASTGD_OPENMP
 
 
-def _chunk_threads():
+def _chunk_threads(delays_us=None):
     """``(built_with_openmp, thread ids)``: the thread that ran each of the N_CHUNKS slices of
-    a parallel loop like the gradient's (a diagnostic for the thread-count tests)."""
+    a parallel loop scheduled as the gradient's (a diagnostic for the thread-count tests).
+    Slice ``c`` first sleeps ``delays_us[c]`` microseconds (none by default): a stand-in for
+    work, or for a thread slowed by other work on its core."""
+    cdef unsigned int delays[N_CHUNKS]
     cdef int ids[N_CHUNKS]
     cdef Py_ssize_t c
-    for c in prange(N_CHUNKS, schedule="static", nogil=True):
+    for c in range(N_CHUNKS):
+        delays[c] = 0 if delays_us is None else delays_us[c]
+    for c in prange(N_CHUNKS, schedule="dynamic", chunksize=1, nogil=True):
+        if delays[c] > 0:
+            fastgd_sleep_us(delays[c])
         ids[c] = threadid()
     return FASTGD_OPENMP != 0, [ids[c] for c in range(N_CHUNKS)]
 
