@@ -342,10 +342,10 @@ def sgd_epoch_csr(const floating[::1] data, const int32_t[::1] indices, const in
                   const double[::1] hp):
     """As :func:`sgd_epoch_dense` for CSR input (int32 ``indices`` / ``indptr``)."""
     _check(indptr.shape[0] - 1, w.shape[0], y, sw, w, aw, q, s, codes, hp, order)
+    # the O(nnz) structure (column indices in range, indptr not decreasing) is checked once per
+    # fit by the estimator (fastgd._sparse_validation), not on every epoch
     if indptr[indptr.shape[0] - 1] > data.shape[0] or data.shape[0] != indices.shape[0]:
         raise ValueError("sgd kernel: inconsistent CSR arrays")
-    if indices.shape[0] and (np.asarray(indices).min() < 0 or np.asarray(indices).max() >= w.shape[0]):
-        raise ValueError("sgd kernel: a column index is out of range")
     cdef double sums[2]
     cdef int status
     with nogil:
