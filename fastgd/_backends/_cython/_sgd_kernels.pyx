@@ -48,17 +48,20 @@ cdef inline double _dot(const floating* x, const int32_t* idx, Py_ssize_t n, con
     """x . w in four partial sums (sum r takes the terms r, r + 4, ...; the tail goes to sum 0),
     added pairwise: not one chain of dependent additions, and the order the Numba engine uses."""
     cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
-    cdef Py_ssize_t k = 0
+    cdef double acc[4]
+    cdef Py_ssize_t k = 0, r
     if idx == NULL:
+        # the four sums as one small array: the shape the compiler turns into vector lanes
+        for r in range(4):
+            acc[r] = 0.0
         while k + 4 <= n:
-            a0 += <double>x[k] * w[k]
-            a1 += <double>x[k + 1] * w[k + 1]
-            a2 += <double>x[k + 2] * w[k + 2]
-            a3 += <double>x[k + 3] * w[k + 3]
+            for r in range(4):
+                acc[r] += <double>x[k + r] * <double>w[k + r]
             k += 4
         while k < n:
-            a0 += <double>x[k] * w[k]
+            acc[0] += <double>x[k] * w[k]
             k += 1
+        return (acc[0] + acc[1]) + (acc[2] + acc[3])
     else:
         while k + 4 <= n:
             a0 += <double>x[k] * w[idx[k]]
