@@ -108,24 +108,6 @@ def _dot(x, ix, dense, w):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _sq_norm(x):
-    """||x||^2 of a row's values, summed as in :func:`_dot`."""
-    n = x.shape[0]
-    a0 = a1 = a2 = a3 = 0.0
-    k = 0
-    while k + 4 <= n:
-        a0 += np.float64(x[k]) * x[k]
-        a1 += np.float64(x[k + 1]) * x[k + 1]
-        a2 += np.float64(x[k + 2]) * x[k + 2]
-        a3 += np.float64(x[k + 3]) * x[k + 3]
-        k += 4
-    while k < n:
-        a0 += np.float64(x[k]) * x[k]
-        k += 1
-    return (a0 + a1) + (a2 + a3)
-
-
-@njit(nogil=True, cache=True, inline="always")
 def _add(x, ix, dense, w, step, aw, averaging, shift):
     """w += step * x and, when averaging, aw += shift * x."""
     if dense:
@@ -145,25 +127,14 @@ def _add(x, ix, dense, w, step, aw, averaging, shift):
 @njit(nogil=True, cache=True, inline="always")
 def _touched_sq_norm(ix, n, dense, w):
     """sum v_j^2 over the row's n columns: scikit-learn's running ||w||^2 of the stopping
-    objective is, after a step, that of the columns the step touched. Summed as in
-    :func:`_dot`."""
-    a0 = a1 = a2 = a3 = 0.0
-    k = 0
+    objective is, after a step, that of the columns the step touched (a dense row: all)."""
     if dense:
-        while k + 4 <= n:
-            a0 += np.float64(w[k]) * w[k]
-            a1 += np.float64(w[k + 1]) * w[k + 1]
-            a2 += np.float64(w[k + 2]) * w[k + 2]
-            a3 += np.float64(w[k + 3]) * w[k + 3]
-            k += 4
-        while k < n:
-            a0 += np.float64(w[k]) * w[k]
-            k += 1
-    else:
-        for k in range(n):
-            v = np.float64(w[ix[k]])
-            a0 += v * v
-    return (a0 + a1) + (a2 + a3)
+        return _dot(w, ix, True, w)
+    total = 0.0
+    for k in range(n):
+        v = np.float64(w[ix[k]])
+        total += v * v
+    return total
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -286,7 +257,7 @@ def _epoch(data, indices, indptr, dense, y, sw, order, w, aw, q, s, codes, hp):
             if penalised:
                 objective_sum += penalty_value(alpha, l1_ratio, sq, l1n)
         if lr >= _PA1:
-            x_sq = _sq_norm(x)
+            x_sq = _dot(x, ix, True, x)  # ||x||^2: the dot product of the values with themselves
             if lr == _PA1 and x_sq == 0.0:
                 continue
             update = passive_aggressive_step(lr, sample_loss(loss, yi, p, par), x_sq, eta0)

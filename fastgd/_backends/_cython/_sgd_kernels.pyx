@@ -75,22 +75,6 @@ cdef inline double _dot(const floating* x, const int32_t* idx, Py_ssize_t n, con
     return (a0 + a1) + (a2 + a3)
 
 
-cdef inline double _sq_norm(const floating* x, Py_ssize_t n) noexcept nogil:
-    """||x||^2 of a row's values, summed as in :func:`_dot`."""
-    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
-    cdef Py_ssize_t k = 0
-    while k + 4 <= n:
-        a0 += <double>x[k] * x[k]
-        a1 += <double>x[k + 1] * x[k + 1]
-        a2 += <double>x[k + 2] * x[k + 2]
-        a3 += <double>x[k + 3] * x[k + 3]
-        k += 4
-    while k < n:
-        a0 += <double>x[k] * x[k]
-        k += 1
-    return (a0 + a1) + (a2 + a3)
-
-
 cdef inline void _add(const floating* x, const int32_t* idx, Py_ssize_t n, floating* w, double step,
                       floating* aw, double shift) noexcept nogil:
     """w += step * x and, when averaging (``aw`` not NULL), aw += shift * x."""
@@ -111,25 +95,15 @@ cdef inline void _add(const floating* x, const int32_t* idx, Py_ssize_t n, float
 
 cdef inline double _touched_sq_norm(const int32_t* idx, Py_ssize_t n, const floating* w) noexcept nogil:
     """sum v_j^2 over the row's columns: scikit-learn's running ||w||^2 of the stopping
-    objective is, after a step, that of the columns the step touched. Summed as in
-    :func:`_dot`."""
-    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, v
-    cdef Py_ssize_t k = 0
+    objective is, after a step, that of the columns the step touched (a dense row: all)."""
+    cdef double total = 0.0, v
+    cdef Py_ssize_t k
     if idx == NULL:
-        while k + 4 <= n:
-            a0 += <double>w[k] * w[k]
-            a1 += <double>w[k + 1] * w[k + 1]
-            a2 += <double>w[k + 2] * w[k + 2]
-            a3 += <double>w[k + 3] * w[k + 3]
-            k += 4
-        while k < n:
-            a0 += <double>w[k] * w[k]
-            k += 1
-    else:
-        for k in range(n):
-            v = w[idx[k]]
-            a0 += v * v
-    return (a0 + a1) + (a2 + a3)
+        return _dot(w, NULL, n, w)
+    for k in range(n):
+        v = w[idx[k]]
+        total += v * v
+    return total
 
 
 cdef inline double _touched_l1_norm(const int32_t* idx, Py_ssize_t n, const floating* w) noexcept nogil:
@@ -257,7 +231,7 @@ cdef int _epoch(const floating* data, const int32_t* indices, const int32_t* ind
             if penalised:
                 objective_sum += penalty_value(alpha, l1_ratio, sq, l1n)
         if lr >= LR_PA1:
-            value = _sq_norm(x, n)
+            value = _dot(x, NULL, n, x)  # ||x||^2: the dot product of the values with themselves
             if lr == LR_PA1 and value == 0.0:
                 continue
             update = passive_aggressive_step(lr, sample_loss(loss, yi, p, par), value, eta0)
