@@ -321,6 +321,23 @@ def test_failed_partial_fit_leaves_the_model_unchanged():
     assert_array_equal(user_X, X)
 
 
+@pytest.mark.parametrize("estimator", [fastgd.SGDClassifier, fastgd.SGDRegressor])
+def test_malformed_csr_is_refused_before_training(estimator):
+    """A column index past n_features would make the kernels write outside the weights: the
+    structure is checked once per fit and partial_fit, and the fitted model stays as it was."""
+    X, y, _, y_reg, _ = _data()
+    target = y if estimator is fastgd.SGDClassifier else y_reg
+    est = estimator(random_state=0).fit(sp.csr_matrix(X), target)
+    coef = np.array(est.coef_, copy=True)
+    bad = sp.csr_matrix(X)
+    bad.indices[3] = X.shape[1] + 1000
+    with pytest.raises(ValueError, match="column indices must lie in"):
+        est.partial_fit(bad, target)
+    assert_array_equal(est.coef_, coef)
+    with pytest.raises(ValueError, match="column indices must lie in"):
+        estimator(random_state=0).fit(bad, target)
+
+
 def test_overflow_raises_scikit_learns_error():
     X, _, _, y, _ = _data()
     params = dict(learning_rate="constant", eta0=1.0, penalty=None, shuffle=False)

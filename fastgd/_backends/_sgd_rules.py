@@ -86,10 +86,15 @@ S_SQ_NORM = cython.declare(cython.int, 8)  # running ||w||^2 of the stopping obj
 S_L1_NORM = cython.declare(cython.int, 9)  # running ||w||_1 of the stopping objective
 N_SCALARS = 10
 
-STATUS_OK = 0
-STATUS_NONFINITE = 1
+STATUS_OK = cython.declare(cython.int, 0)
+STATUS_NONFINITE = cython.declare(cython.int, 1)
 
 MAX_DLOSS = cython.declare(cython.double, 1e12)
+
+# A shuffled epoch waits on a cache miss per row: both engines ask for the row this many
+# samples ahead in the epoch's order, every cache line of it.
+PREFETCH_AHEAD = cython.declare(cython.int, 8)
+CACHE_LINE = cython.declare(cython.int, 64)
 
 # Weight scale and averaging scalars. Inside a call the compiled kernels store w = wscale * v
 # and the average as (aw + average_a * v) / average_b (the lazy form of Bottou and of Xu 2011):

@@ -38,6 +38,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, check_random_state, validate_data
 
 from fastgd._backends import _sgd_rules as R
+from fastgd._sparse_validation import check_csr_structure
 from fastgd.optim import OPTIMIZER_NAMES
 
 _MAX_INT = np.iinfo(np.int32).max
@@ -104,7 +105,10 @@ class _Problem:
         self.codes[R.C_LEARNING_RATE] = lr
         self.codes[R.C_FIT_INTERCEPT] = int(est.fit_intercept)
         self.codes[R.C_AVERAGE] = int(est.average)
-        self.codes[R.C_SUM_LOSS] = int(bool(est.verbose) or not est.early_stopping)
+        # the epoch's loss and objective sums are read by verbose output and by the stopping
+        # rule on the training objective (not by early stopping, nor with tol=None)
+        stops_on_objective = not est.early_stopping and est.tol is not None and est.tol > -np.inf
+        self.codes[R.C_SUM_LOSS] = int(bool(est.verbose) or stops_on_objective)
         l1_ratio = {R.PENALTY_L2: 0.0, R.PENALTY_L1: 1.0}.get(penalty, est.l1_ratio if est.l1_ratio is not None else 0.0)
         self.hp[R.H_ALPHA] = est.alpha
         self.hp[R.H_L1_RATIO] = l1_ratio
@@ -539,6 +543,8 @@ class SGDClassifier(LinearClassifierMixin, _BaseSGD):
         first_call = not hasattr(self, "classes_")
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
                              accept_large_sparse=False, reset=first_call)
+        if sp.issparse(X):
+            check_csr_structure(X)  # once per call: the kernels index w with X's column indices unchecked
         _check_partial_fit_first_call(self, classes)
         n_classes = self.classes_.shape[0]
         if n_classes < 2:
@@ -811,6 +817,8 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         first_call = getattr(self, "_standard_coef", None) is None
         X, y = validate_data(self, X, y, accept_sparse="csr", copy=False, order="C",
                              dtype=[np.float64, np.float32], accept_large_sparse=False, reset=first_call)
+        if sp.issparse(X):
+            check_csr_structure(X)  # once per call: the kernels index w with X's column indices unchecked
         y = y.astype(X.dtype, copy=False)
         sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
         if first_call:
