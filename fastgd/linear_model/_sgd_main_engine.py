@@ -27,11 +27,13 @@ succeeded, so a failed ``fit`` / ``partial_fit`` leaves the model as it was.
 """
 
 import copy
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from joblib import effective_n_jobs
 from sklearn.base import is_classifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_random_state, validate_data
@@ -157,12 +159,19 @@ def fit(est, X, y, sample_weight, incremental, classes=None):
             engine.partial_fit(X, target, sample_weight=weights)
 
     n_jobs = min(effective_n_jobs(getattr(est, "n_jobs", None)), len(engines))
-    if n_jobs > 1:
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            list(pool.map(train, engines, problems))  # list(): re-raises a problem's error
-    else:
-        for engine, problem in zip(engines, problems):
-            train(engine, problem)
+    # The engines' convergence advice names their own parameters (learning_rate, ...), not the
+    # drop-in's: it is replaced by scikit-learn's warning below; other warnings pass through.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if n_jobs > 1:
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                list(pool.map(train, engines, problems))  # list(): re-raises a problem's error
+        else:
+            for engine, problem in zip(engines, problems):
+                train(engine, problem)
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     est._engines = engines
     coef = np.stack([np.ravel(engine.coef_) for engine in engines]).astype(X.dtype, copy=False)
     intercept = np.concatenate([np.ravel(engine.intercept_) for engine in engines]).astype(X.dtype, copy=False)
@@ -170,4 +179,7 @@ def fit(est, X, y, sample_weight, incremental, classes=None):
     est.intercept_ = intercept
     est.n_iter_ = max(engine.n_iter_ for engine in engines)
     est.t_ = float(max(engine.t_ for engine in engines) + 1)
+    if not incremental and est.tol is not None and est.n_iter_ == est.max_iter:
+        warnings.warn("Maximum number of iteration reached before convergence. Consider increasing max_iter to "
+                      "improve the fit.", ConvergenceWarning)
     return est
