@@ -12,7 +12,8 @@ and returns ``(status, loss_sum)``. The arrays are
 name        shape / dtype                         meaning
 ==========  ====================================  ==========================================
 X           (n, p), C-contiguous, float32/64      features (or CSR parts data/indices/indptr)
-y           (n, n_targets), X.dtype               targets; class index (as float) for softmax
+y           (n, n_targets), X.dtype               targets; class index (as float) for softmax,
+                                                  0 / 1 for the binary losses (``BINARY_LOSSES``)
 sw          (n,), X.dtype                         sample weights, normalised to mean 1
 order       (n_steps_samples,), int64             sample order of this epoch (drawn in Python)
 coef        (p + 1, K), X.dtype                   weights; the intercept is the last row
