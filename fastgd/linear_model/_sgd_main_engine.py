@@ -133,7 +133,7 @@ def fit(est, X, y, sample_weight, incremental, classes=None):
     ``coef_``, ``intercept_``, ``n_iter_``, ``t_`` (and ``classes_``)."""
     continuing = incremental and getattr(est, "_engines", None) is not None
     X, y = validate_data(est, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
-                         reset=not continuing)
+                         y_numeric=not is_classifier(est), reset=not continuing)
     if is_classifier(est):
         if incremental:
             _check_partial_fit_first_call(est, classes)
