@@ -10,11 +10,11 @@ sample-weighted Gram matrix of the data with its intercept column of ones, and `
 the loss's second derivative in the margin: 2 for the squared error ``(y_hat - y)^2`` of the
 reference notes, 1/4 for the binary log loss, 1/2 for the softmax cross-entropy (the largest
 eigenvalue of ``diag(p) - p p^T``), 2 for the squared hinge, modified Huber and squared
-epsilon-insensitive losses, 1 for Huber's. The hinge, perceptron and epsilon-insensitive losses
-have no such bound (their derivative jumps at a kink, so no constant step makes every step a
-descent): for them ``learning_rate="auto"`` with SGD or momentum is refused with an error that
-says to give a number (or to use an adaptive optimizer, whose step does not depend on ``c``). ``lambda_max(G)`` is estimated by power iteration, each
-iteration one pass of the backend's compiled full-gradient kernel (the gradient of the
+epsilon-insensitive losses, 1 for Huber's. The hinge, perceptron and epsilon-insensitive
+losses have no such bound (their derivative jumps at a kink, so no constant step makes every
+step a descent): for them ``learning_rate="auto"`` with SGD or momentum is refused with an
+error that says to give a number (or to use an adaptive optimizer, whose step does not depend
+on ``c``). ``lambda_max(G)`` is estimated by power iteration, each iteration one pass of the backend's compiled full-gradient kernel (the gradient of the
 squared loss at ``y = 0`` is ``2 G v``); CSR data uses SciPy's sparse products.
 
 A step on a batch of ``b`` samples drawn without replacement sees the *expected smoothness*
@@ -145,6 +145,12 @@ def expected_smoothness(L, L_max, n, b):
     return (n * (b - 1) * L + (n - b) * L_max) / (b * (n - 1))
 
 
+def has_auto_step(codes):
+    """Whether ``learning_rate="auto"`` has a step for the optimizer and loss in ``codes``
+    (every adaptive optimizer; SGD and momentum on a loss with a curvature bound)."""
+    return int(codes[C.C_OPTIMIZER]) != C.OPT_SGD or int(codes[C.C_LOSS]) in CURVATURE
+
+
 def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, streaming=False):
     """The step size ``learning_rate="auto"`` stands for, for this data and configuration.
 
@@ -163,7 +169,7 @@ def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, st
                              "missing from fastgd._step_size.ADAPTIVE_DEFAULTS; give learning_rate a number.")
         return ADAPTIVE_DEFAULTS[optimizer]
     loss_code = int(codes[C.C_LOSS])
-    if loss_code not in CURVATURE:
+    if not has_auto_step(codes):
         raise ValueError(
             f"learning_rate='auto' cannot size SGD steps for the {losses.NAMES.get(loss_code, loss_code)} loss: "
             "its gradient jumps at a kink, so no curvature bound gives a step that always descends. Give "

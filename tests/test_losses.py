@@ -278,6 +278,20 @@ def test_auto_step_on_an_estimator_with_a_non_smooth_loss_is_a_clear_error():
     assert not hasattr(engine, "coef_")
 
 
+def test_a_rising_loss_with_a_non_smooth_loss_advises_a_smaller_step():
+    """The convergence warning suggests the 'auto' step where there is one; for the hinge loss
+    with SGD there is none, and the advice is a smaller learning rate (not an error)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = make_classification(200, 4, flip_y=0.3, random_state=0)
+    engine = _sgd_main_engine._BinaryLossEngine(optimizer="sgd", learning_rate=1.0, batch_size=1, max_iter=8,
+                                                n_iter_no_change=100, alpha=0.1, random_state=0)
+    engine._engine_loss_code = C.LOSS_HINGE
+    with pytest.warns(ConvergenceWarning, match=r"use a smaller learning_rate \(it is 1\)"):
+        engine.fit(X, y)
+    assert np.all(np.isfinite(engine.coef_))
+
+
 # --- the drop-ins with another optimizer --------------------------------------------------
 CLASSIFICATION = ["hinge", "log_loss", "modified_huber", "squared_hinge", "perceptron"]
 REGRESSION_NAMES = ["squared_error", "huber", "epsilon_insensitive", "squared_epsilon_insensitive"]

@@ -384,7 +384,8 @@ class BaseGD(BaseEstimator):
             settings.hp[C.H_LR] = ts.learning_rate
         else:
             ts.learning_rate = float(self.learning_rate)
-            settings.suggest_learning_rate = auto_step
+            if _step_size.has_auto_step(settings.codes):  # a suggestion in a warning, if there is one
+                settings.suggest_learning_rate = auto_step
         if not incremental:
             settings.scale_advice = scale_advice(X)
         n_epochs = 1 if incremental else self.max_iter
