@@ -14,8 +14,8 @@ epsilon-insensitive losses, 1 for Huber's. The hinge, perceptron and epsilon-ins
 losses have no such bound (their derivative jumps at a kink, so no constant step makes every
 step a descent): for them ``learning_rate="auto"`` with SGD or momentum is refused with an
 error that says to give a number (or to use an adaptive optimizer, whose step does not depend
-on ``c``). ``lambda_max(G)`` is estimated by power iteration, each iteration one pass of the backend's compiled full-gradient kernel (the gradient of the
-squared loss at ``y = 0`` is ``2 G v``); CSR data uses SciPy's sparse products.
+on ``c``). ``lambda_max(G)`` is estimated by power iteration, each iteration one pass of the
+backend's compiled full-gradient kernel (the gradient of the squared loss at ``y = 0`` is ``2 G v``); CSR data uses SciPy's sparse products.
 
 A step on a batch of ``b`` samples drawn without replacement sees the *expected smoothness*
 (Gower et al., "SGD: General Analysis and Improved Rates", ICML 2019, b-nice sampling)::
