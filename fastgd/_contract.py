@@ -12,7 +12,8 @@ and returns ``(status, loss_sum)``. The arrays are
 name        shape / dtype                         meaning
 ==========  ====================================  ==========================================
 X           (n, p), C-contiguous, float32/64      features (or CSR parts data/indices/indptr)
-y           (n, n_targets), X.dtype               targets; class index (as float) for softmax
+y           (n, n_targets), X.dtype               targets; class index (as float) for softmax,
+                                                  0 / 1 for the binary losses (``BINARY_LOSSES``)
 sw          (n,), X.dtype                         sample weights, normalised to mean 1
 order       (n_steps_samples,), int64             sample order of this epoch (drawn in Python)
 coef        (p + 1, K), X.dtype                   weights; the intercept is the last row
@@ -53,7 +54,18 @@ N_CODES = 7
 LOSS_SQUARED = 0  # (y_hat - y)^2 per output, summed over outputs
 LOSS_LOG = 1  # binary log loss on one margin, y in {0, 1}
 LOSS_SOFTMAX = 2  # multinomial cross-entropy on K margins, y = class index
-N_LOSSES = 3
+# scikit-learn's SGD losses (fastgd.losses has the formulas). The binary ones take y in {0, 1}
+# like LOSS_LOG and read it as s = 2 y - 1 in {-1, 1}; their margin is one output (K = 1).
+LOSS_HINGE = 3  # max(0, 1 - s z)
+LOSS_SQUARED_HINGE = 4  # max(0, 1 - s z)^2
+LOSS_MODIFIED_HUBER = 5  # (1 - s z)^2 for s z >= -1, -4 s z below; 0 from s z >= 1
+LOSS_PERCEPTRON = 6  # max(0, -s z)
+LOSS_HUBER = 7  # r^2 / 2 for |r| <= delta, delta (|r| - delta / 2) beyond; r = z - y, delta = H_LOSS_PARAM
+LOSS_EPSILON_INSENSITIVE = 8  # max(0, |z - y| - epsilon), epsilon = H_LOSS_PARAM
+LOSS_SQUARED_EPSILON_INSENSITIVE = 9  # max(0, |z - y| - epsilon)^2
+N_LOSSES = 10
+BINARY_LOSSES = (LOSS_LOG, LOSS_HINGE, LOSS_SQUARED_HINGE, LOSS_MODIFIED_HUBER, LOSS_PERCEPTRON)
+REGRESSION_LOSSES = (LOSS_SQUARED, LOSS_HUBER, LOSS_EPSILON_INSENSITIVE, LOSS_SQUARED_EPSILON_INSENSITIVE)
 
 OPT_SGD = 0  # plain SGD or SGD with momentum (H_MOMENTUM > 0), Nesterov flag
 OPT_ADAGRAD = 1
@@ -270,6 +282,8 @@ def check_buffers(n_rows, n_features, y, sw, coef, state, t, codes, hp, batch_si
     need = K if codes[C_LOSS] == LOSS_SQUARED else 1
     if y.ndim != 2 or y.shape[1] < need:
         raise ValueError(f"y has shape {y.shape}; the loss needs ({n_rows}, {need})")
+    if K != 1 and 0 <= codes[C_LOSS] < N_LOSSES and codes[C_LOSS] not in (LOSS_SQUARED, LOSS_SOFTMAX):
+        raise ValueError(f"coef has {K} outputs; loss code {codes[C_LOSS]} is defined on one margin (K = 1)")
     if grad.shape != coef.shape:
         raise ValueError(f"grad has shape {grad.shape}; coef has {coef.shape}")
     if work.shape[0] < WORK_ROWS or work.shape[1] < K:

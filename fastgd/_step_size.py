@@ -9,9 +9,13 @@ the Hessian is bounded by ``L = c * lambda_max(G) + l2`` where ``G = (1/n) X~^T 
 sample-weighted Gram matrix of the data with its intercept column of ones, and ``c`` bounds
 the loss's second derivative in the margin: 2 for the squared error ``(y_hat - y)^2`` of the
 reference notes, 1/4 for the binary log loss, 1/2 for the softmax cross-entropy (the largest
-eigenvalue of ``diag(p) - p p^T``). ``lambda_max(G)`` is estimated by power iteration, each
-iteration one pass of the backend's compiled full-gradient kernel (the gradient of the
-squared loss at ``y = 0`` is ``2 G v``); CSR data uses SciPy's sparse products.
+eigenvalue of ``diag(p) - p p^T``), 2 for the squared hinge, modified Huber and squared
+epsilon-insensitive losses, 1 for Huber's. The hinge, perceptron and epsilon-insensitive
+losses have no such bound (their derivative jumps at a kink, so no constant step makes every
+step a descent): for them ``learning_rate="auto"`` with SGD or momentum is refused with an
+error that says to give a number (or to use an adaptive optimizer, whose step does not depend
+on ``c``). ``lambda_max(G)`` is estimated by power iteration, each iteration one pass of the
+backend's compiled full-gradient kernel (the gradient of the squared loss at ``y = 0`` is ``2 G v``); CSR data uses SciPy's sparse products.
 
 A step on a batch of ``b`` samples drawn without replacement sees the *expected smoothness*
 (Gower et al., "SGD: General Analysis and Improved Rates", ICML 2019, b-nice sampling)::
@@ -33,11 +37,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from fastgd import _contract as C
+from fastgd import losses
 from fastgd._backends import _fork_safety
 from fastgd._solver import _multicore_kernel
 
 # Bound on d^2 loss / d z^2 per loss (see the module docstring).
-CURVATURE = {C.LOSS_SQUARED: 2.0, C.LOSS_LOG: 0.25, C.LOSS_SOFTMAX: 0.5}
+CURVATURE = {C.LOSS_SQUARED: 2.0, C.LOSS_LOG: 0.25, C.LOSS_SOFTMAX: 0.5, C.LOSS_SQUARED_HINGE: 2.0,
+             C.LOSS_MODIFIED_HUBER: 2.0, C.LOSS_HUBER: 1.0, C.LOSS_SQUARED_EPSILON_INSENSITIVE: 2.0}
 
 # learning_rate="auto" for the adaptive optimizers: torch.optim's defaults.
 ADAPTIVE_DEFAULTS = {C.OPT_ADAGRAD: 1e-2, C.OPT_RMSPROP: 1e-2, C.OPT_ADAM: 1e-3, C.OPT_ADAMAX: 2e-3,
@@ -154,6 +160,12 @@ def saga_learning_rate(X, sw, train_idx, codes, hp):
     return 1.0 / (3.0 * L_max) if L_max > 0 else 1.0
 
 
+def has_auto_step(codes):
+    """Whether ``learning_rate="auto"`` has a step for the optimizer and loss in ``codes``
+    (every adaptive optimizer; SGD, momentum and SAGA on a loss with a curvature bound)."""
+    return int(codes[C.C_OPTIMIZER]) not in (C.OPT_SGD, C.OPT_SAGA) or int(codes[C.C_LOSS]) in CURVATURE
+
+
 def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, streaming=False):
     """The step size ``learning_rate="auto"`` stands for, for this data and configuration.
 
@@ -166,6 +178,15 @@ def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, st
     ``train_idx``, the samples trained on; the others, held out, do not count).
     """
     optimizer = int(codes[C.C_OPTIMIZER])
+    loss_code = int(codes[C.C_LOSS])
+    if not has_auto_step(codes):
+        kind = "SAGA" if optimizer == C.OPT_SAGA else "SGD"
+        raise ValueError(
+            f"learning_rate='auto' cannot size {kind} steps for the {losses.NAMES.get(loss_code, loss_code)} loss: "
+            "its gradient jumps at a kink, so no curvature bound gives a step that always descends. Give "
+            "learning_rate a number (e.g. 0.01 and a decaying schedule), or use an adaptive optimizer "
+            "('adam', 'adagrad', ...), whose 'auto' step does not depend on the loss."
+        )
     if optimizer == C.OPT_SAGA:
         return saga_learning_rate(X, sw, train_idx, codes, hp)
     if optimizer != C.OPT_SGD:
@@ -173,7 +194,6 @@ def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, st
             raise ValueError(f"learning_rate='auto' has no step for optimizer code {optimizer}: an optimizer "
                              "missing from fastgd._step_size.ADAPTIVE_DEFAULTS; give learning_rate a number.")
         return ADAPTIVE_DEFAULTS[optimizer]
-    loss_code = int(codes[C.C_LOSS])
     n = len(train_idx)
     if n != X.shape[0]:
         # Held-out samples get weight 0; the Gram matrix is a mean over the trained ones.

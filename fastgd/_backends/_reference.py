@@ -52,16 +52,16 @@ def apply_step(coef, grad, state, t, codes, hp, opt, rows=None):
 ROW_BLOCK = 8192
 
 
-def batch_gradient(X, y, sw, idx, coef, loss_code, grad):
+def batch_gradient(X, y, sw, idx, coef, loss_code, grad, loss_param=0.0):
     """Mean over the batch ``idx`` of ``sw_i * grad loss_i`` into ``grad``; returns
-    ``sum_i sw_i * loss_i`` over the batch (float64)."""
+    ``sum_i sw_i * loss_i`` over the batch (float64). ``loss_param``: ``hp[H_LOSS_PARAM]``."""
     b = len(idx)
     total, grad[...] = 0.0, 0
     for start in range(0, b, ROW_BLOCK):
         block = idx[start:start + ROW_BLOCK]
         Xb = X[block]
         z = Xb @ coef[:-1] + coef[-1]
-        value, dz = losses.BY_CODE[loss_code](np.asarray(z, dtype=coef.dtype), y[block])
+        value, dz = losses.evaluate(loss_code, np.asarray(z, dtype=coef.dtype), y[block], loss_param)
         swb = sw[block]
         dz = (dz * swb[:, None]).astype(coef.dtype, copy=False)
         grad[:-1] += np.asarray(Xb.T @ dz)
@@ -97,7 +97,7 @@ def _epoch(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, touched
     p = coef.shape[0] - 1
     for start in range(0, order.shape[0], batch_size):
         idx = order[start:start + batch_size]
-        batch_loss = batch_gradient(X, y, sw, idx, coef, int(codes[C.C_LOSS]), grad)
+        batch_loss = batch_gradient(X, y, sw, idx, coef, int(codes[C.C_LOSS]), grad, hp[C.H_LOSS_PARAM])
         loss_sum += batch_loss
         if not np.isfinite(batch_loss):
             return C.STATUS_NONFINITE, loss_sum
@@ -132,9 +132,10 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
 
 def full_gradient(X, y, sw, coef, codes, grad, work=None, hp=None):
     """Gradient of the weighted mean loss over all samples into ``grad``; returns the
-    weighted loss sum. (Penalty terms are the caller's; ``hp`` would carry a loss parameter.)"""
+    weighted loss sum. (Penalty terms are the caller's; ``hp`` carries the loss parameter.)"""
     idx = np.arange(X.shape[0])
-    return batch_gradient(X, y, sw, idx, coef, int(codes[C.C_LOSS]), grad)
+    param = 0.0 if hp is None else hp[C.H_LOSS_PARAM]
+    return batch_gradient(X, y, sw, idx, coef, int(codes[C.C_LOSS]), grad, param)
 
 
 

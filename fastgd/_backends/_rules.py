@@ -45,6 +45,10 @@ if not cython.compiled:
         SCHED_ONE_CYCLE, SCHED_POLYNOMIAL, LAZY_FIELDS, SCHED_STEP, STATUS_BAD_LOSS, STATUS_BAD_OPTIMIZER,
         STATUS_BAD_SCHEDULE, STATUS_OK, UNIT_STEP,
     )
+    from fastgd._contract import (  # scikit-learn's SGD losses and their parameter
+        H_LOSS_PARAM, LOSS_EPSILON_INSENSITIVE, LOSS_HINGE, LOSS_HUBER, LOSS_MODIFIED_HUBER, LOSS_PERCEPTRON,
+        LOSS_SQUARED_EPSILON_INSENSITIVE, LOSS_SQUARED_HINGE,
+    )
 
 real = cython.fused_type(cython.float, cython.double)
 PI = cython.declare(cython.double, 3.141592653589793)
@@ -163,9 +167,15 @@ def learning_rate(sched: cython.long, unit: cython.long, t: cython.double, hp: c
 def loss_1(loss: cython.long, m: cython.double, y: cython.double,
            hp: cython.p_double) -> tuple[cython.double, cython.double]:
     """Value and derivative in ``m`` of a loss of one margin (every loss but softmax); the
-    log loss is evaluated without overflow for any margin."""
+    log loss is evaluated without overflow for any margin.
+
+    The binary losses other than log read their target ``y`` in {0, 1} as ``s = 2 y - 1``;
+    at a kink the derivative is scikit-learn's choice (the hinge's ``-s`` at ``s m = 1``, the
+    others' 0 or the inner branch). ``hp[H_LOSS_PARAM]`` is Huber's delta and the
+    epsilon-insensitive margin."""
     e: cython.double
     r: cython.double
+    s: cython.double
     if loss == LOSS_SQUARED:
         r = m - y
         return r * r, 2.0 * r
@@ -175,6 +185,43 @@ def loss_1(loss: cython.long, m: cython.double, y: cython.double,
             return m + log1p(e) - y * m, 1.0 / (1.0 + e) - y
         e = exp(m)
         return log1p(e) - y * m, e / (1.0 + e) - y
+    s = 2.0 * y - 1.0
+    if loss == LOSS_HINGE or loss == LOSS_PERCEPTRON:
+        e = 1.0 if loss == LOSS_HINGE else 0.0  # the threshold
+        r = e - s * m
+        if r >= 0.0:
+            return r, -s
+        return 0.0, 0.0
+    if loss == LOSS_SQUARED_HINGE:
+        r = 1.0 - s * m
+        if r > 0.0:
+            return r * r, -2.0 * s * r
+        return 0.0, 0.0
+    if loss == LOSS_MODIFIED_HUBER:
+        r = s * m
+        if r >= 1.0:
+            return 0.0, 0.0
+        if r >= -1.0:
+            return (1.0 - r) * (1.0 - r), -2.0 * s * (1.0 - r)
+        return -4.0 * r, -4.0 * s
+    e = hp[H_LOSS_PARAM]
+    r = m - y
+    if loss == LOSS_HUBER:
+        if fabs(r) <= e:
+            return 0.5 * r * r, r
+        return e * (fabs(r) - 0.5 * e), copysign(e, r)
+    if loss == LOSS_EPSILON_INSENSITIVE:
+        if r > e:
+            return r - e, 1.0
+        if r < -e:
+            return -r - e, -1.0
+        return 0.0, 0.0
+    if loss == LOSS_SQUARED_EPSILON_INSENSITIVE:
+        if r > e:
+            return (r - e) * (r - e), 2.0 * (r - e)
+        if r < -e:
+            return (r + e) * (r + e), 2.0 * (r + e)
+        return 0.0, 0.0
     return NAN, NAN
 
 

@@ -152,6 +152,10 @@ class BaseGD(BaseEstimator):
     }
 
     _accept_sparse = True
+    # The loss's own parameter (hp[H_LOSS_PARAM]: Huber's delta, the epsilon-insensitive
+    # margin). Not a public parameter: LogisticRegression and LinearRegression train their one
+    # loss; the scikit-learn drop-ins set it on the engines they train other losses with.
+    _loss_param = 0.0
 
     # --- subclass hooks ----------------------------------------------------------------
     def _validate_targets(self, X, y, first, classes):
@@ -173,9 +177,9 @@ class BaseGD(BaseEstimator):
     def _validation_loss(self, z, y2, sw):
         """Early-stopping signal: the weighted mean loss of margins ``z`` on held-out targets
         ``y2`` (the training loss without penalty: smooth, unlike a held-out accuracy)."""
-        from fastgd.losses import BY_CODE
+        from fastgd.losses import evaluate
 
-        value, _ = BY_CODE[self._loss_code](np.asarray(z, dtype=np.float64), y2)
+        value, _ = evaluate(self._loss_code, np.asarray(z, dtype=np.float64), y2, self._loss_param)
         return float(np.average(value, weights=sw))
 
     # --- configuration -------------------------------------------------------------------
@@ -214,6 +218,7 @@ class BaseGD(BaseEstimator):
         schedule.encode(codes, hp)
         hp[C.H_L2], hp[C.H_L1] = self._penalty_strengths()
         hp[C.H_CLIP] = 0.0 if self.clip_norm is None else self.clip_norm
+        hp[C.H_LOSS_PARAM] = self._loss_param
         return _solver.Settings(
             codes=codes, hp=hp, batch_size=batch_size, shuffle=self.shuffle if self.shuffle == "block" else bool(self.shuffle),
             schedule=schedule, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
@@ -408,7 +413,8 @@ class BaseGD(BaseEstimator):
             settings.hp[C.H_LR] = ts.learning_rate
         else:
             ts.learning_rate = float(self.learning_rate)
-            settings.suggest_learning_rate = auto_step
+            if _step_size.has_auto_step(settings.codes):  # a suggestion in a warning, if there is one
+                settings.suggest_learning_rate = auto_step
         if not incremental:  # a pass over X that only a warning needs: computed if one is issued
             settings.scale_advice = lambda: scale_advice(X)
         n_epochs = 1 if incremental else self.max_iter
@@ -424,7 +430,8 @@ class BaseGD(BaseEstimator):
                 def objective(coef):
                     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is a rise (inf)
                         return _objective(X[train_idx] if len(train_idx) < n else X, y2[train_idx], sw[train_idx],
-                                          coef, self._loss_code, settings.hp[C.H_L2], settings.hp[C.H_L1])
+                                          coef, self._loss_code, settings.hp[C.H_L2], settings.hp[C.H_L1],
+                                          settings.hp[C.H_LOSS_PARAM])
 
                 _solver.finish(ts, settings, converged, self.max_iter, type(self).__name__, objective)
             self._publish(ts, X.dtype, settings)
@@ -481,7 +488,7 @@ class BaseGD(BaseEstimator):
         from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 
         seed = int(rng.integers(np.iinfo(np.int32).max))
-        stratify = self._loss_code != C.LOSS_SQUARED
+        stratify = self._loss_code not in C.REGRESSION_LOSSES
         cv = (StratifiedShuffleSplit if stratify else ShuffleSplit)(
             n_splits=1, test_size=self.validation_fraction, random_state=seed
         )

@@ -63,9 +63,6 @@ _LEARNING_RATES = {
     "constant": R.LR_CONSTANT, "optimal": R.LR_OPTIMAL, "invscaling": R.LR_INVSCALING,
     "adaptive": R.LR_ADAPTIVE, "pa1": R.LR_PA1, "pa2": R.LR_PA2,
 }
-# Losses the main engine (fastgd's LogisticRegression / LinearRegression) trains, for
-# ``optimizer`` other than "sgd".
-_MAIN_ENGINE_LOSSES = ("log_loss", "squared_error")
 _SGD_BACKENDS = {"numpy": "fastgd._backends._reference_sgd", "numba": "fastgd._backends._numba_sgd",
                  "cython": "fastgd._backends._cython._sgd_kernels"}
 
@@ -231,11 +228,6 @@ class _BaseSGD(SparseCoefMixin, BaseEstimator):
                 raise ValueError(f"Learning rate '{self.learning_rate}' only works with loss '{needed}'.")
         if self.penalty == "elasticnet" and self.l1_ratio is None:
             raise ValueError("l1_ratio must be set when penalty is 'elasticnet'")
-        if self.optimizer != "sgd" and self.loss not in _MAIN_ENGINE_LOSSES:
-            raise ValueError(
-                f"optimizer={self.optimizer!r} is available for loss in {_MAIN_ENGINE_LOSSES} (fastgd's main "
-                f"engine); loss={self.loss!r} is trained with optimizer='sgd' only."
-            )
 
     def _allocate(self, n_rows, n_features, dtype, coef_init=None, intercept_init=None):
         if coef_init is not None:
@@ -310,40 +302,11 @@ class _BaseSGD(SparseCoefMixin, BaseEstimator):
         return get_sgd_backend(self.backend)
 
     def _main_engine_fit(self, X, y, sample_weight, incremental, classes=None):
-        """``optimizer`` other than "sgd": fastgd's main engine trains the model (one sample
-        per step, step size eta0, the same penalty), and its coefficients are published."""
-        from fastgd.linear_model import LinearRegression, LogisticRegression
+        """``optimizer`` other than "sgd": fastgd's main engine trains the model (see
+        :mod:`fastgd.linear_model._sgd_main_engine`)."""
+        from fastgd.linear_model import _sgd_main_engine
 
-        engine_cls = LogisticRegression if is_classifier(self) else LinearRegression
-        if not incremental or not hasattr(self, "_engine"):
-            params = dict(
-                optimizer=self.optimizer, learning_rate=self.eta0, batch_size=1, max_iter=self.max_iter,
-                tol=self.tol, n_iter_no_change=self.n_iter_no_change, penalty=self.penalty, alpha=self.alpha,
-                l1_ratio=self.l1_ratio, shuffle=self.shuffle, random_state=self.random_state,
-                early_stopping=self.early_stopping, validation_fraction=self.validation_fraction,
-                warm_start=self.warm_start, verbose=self.verbose, backend=self.backend,
-            )
-            if is_classifier(self):
-                params["class_weight"] = self.class_weight
-            engine = engine_cls(**params)
-            if self.warm_start and hasattr(self, "_engine"):
-                engine = self._engine.set_params(**params)
-        else:
-            engine = self._engine
-        if incremental:
-            engine.partial_fit(X, y, classes=classes, sample_weight=sample_weight) if is_classifier(self) else \
-                engine.partial_fit(X, y, sample_weight=sample_weight)
-        else:
-            engine.fit(X, y, sample_weight=sample_weight)
-        self._engine = engine
-        for name in ("n_features_in_", "feature_names_in_", "classes_"):
-            if hasattr(engine, name):
-                setattr(self, name, getattr(engine, name))
-        self.coef_ = np.atleast_2d(engine.coef_) if is_classifier(self) else np.ravel(engine.coef_)
-        self.intercept_ = np.atleast_1d(engine.intercept_)
-        self.n_iter_ = engine.n_iter_
-        self.t_ = float(engine.t_ + 1)
-        return self
+        return _sgd_main_engine.fit(self, X, y, sample_weight, incremental, classes)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -408,8 +371,10 @@ class SGDClassifier(LinearClassifierMixin, _BaseSGD):
         fastgd's engine (``FASTGD_BACKEND`` overrides ``"auto"``).
     optimizer : str, default="sgd"
         ``"sgd"``: scikit-learn's semantics. Any other fastgd optimizer (``"adam"``, ...)
-        trains ``loss="log_loss"`` with fastgd's :class:`~fastgd.LogisticRegression` engine
-        (one sample per step, learning rate ``eta0``; multiclass is multinomial there).
+        trains the same loss, penalty and weights with fastgd's main engine (the one of
+        :class:`~fastgd.LogisticRegression`): one sample per step, learning rate ``eta0``,
+        one-vs-rest for multiclass (classes in parallel threads under ``n_jobs``); the
+        ``learning_rate`` rule, ``power_t`` and ``average`` are those of ``"sgd"`` only.
 
     Attributes
     ----------
@@ -700,8 +665,10 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     average : bool or int, default=False
     backend : {"auto", "numba", "cython", "numpy"}, default="auto"
     optimizer : str, default="sgd"
-        Any other fastgd optimizer trains ``loss="squared_error"`` with fastgd's
-        :class:`~fastgd.LinearRegression` engine (one sample per step, learning rate eta0).
+        Any other fastgd optimizer trains the same loss and penalty with fastgd's
+        :class:`~fastgd.LinearRegression` engine (one sample per step, learning rate
+        ``eta0``; the ``learning_rate`` rule, ``power_t`` and ``average`` are those of
+        ``"sgd"`` only).
 
     Attributes
     ----------

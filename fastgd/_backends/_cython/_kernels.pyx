@@ -73,7 +73,14 @@ cdef enum:
     LOSS_SQUARED = 0
     LOSS_LOG = 1
     LOSS_SOFTMAX = 2
-    N_LOSSES = 3
+    LOSS_HINGE = 3
+    LOSS_SQUARED_HINGE = 4
+    LOSS_MODIFIED_HUBER = 5
+    LOSS_PERCEPTRON = 6
+    LOSS_HUBER = 7
+    LOSS_EPSILON_INSENSITIVE = 8
+    LOSS_SQUARED_EPSILON_INSENSITIVE = 9
+    N_LOSSES = 10
 
     OPT_SGD = 0
     OPT_ADAGRAD = 1
@@ -163,7 +170,10 @@ def contract_constants():
         "C_AMSGRAD": C_AMSGRAD, "C_SCHEDULE": C_SCHEDULE, "C_SCHEDULE_UNIT": C_SCHEDULE_UNIT,
         "C_LAZY": C_LAZY, "N_CODES": N_CODES,
         "LOSS_SQUARED": LOSS_SQUARED, "LOSS_LOG": LOSS_LOG, "LOSS_SOFTMAX": LOSS_SOFTMAX,
-        "N_LOSSES": N_LOSSES,
+        "LOSS_HINGE": LOSS_HINGE, "LOSS_SQUARED_HINGE": LOSS_SQUARED_HINGE,
+        "LOSS_MODIFIED_HUBER": LOSS_MODIFIED_HUBER, "LOSS_PERCEPTRON": LOSS_PERCEPTRON, "LOSS_HUBER": LOSS_HUBER,
+        "LOSS_EPSILON_INSENSITIVE": LOSS_EPSILON_INSENSITIVE,
+        "LOSS_SQUARED_EPSILON_INSENSITIVE": LOSS_SQUARED_EPSILON_INSENSITIVE, "N_LOSSES": N_LOSSES,
         "OPT_SGD": OPT_SGD, "OPT_ADAGRAD": OPT_ADAGRAD, "OPT_RMSPROP": OPT_RMSPROP,
         "OPT_ADAM": OPT_ADAM, "OPT_ADAMAX": OPT_ADAMAX, "OPT_NADAM": OPT_NADAM,
         "N_OPTIMIZERS": N_OPTIMIZERS, "OPT_SAGA": OPT_SAGA, "S_SAGA_MEAN": S_SAGA_MEAN,
@@ -381,6 +391,8 @@ cdef int _check_layout(Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t y_rows, 
                          f"sw {sw_len}, coef ({p1}, {K})")
     if y_cols < (K if loss == LOSS_SQUARED else 1):
         raise ValueError(f"y has {y_cols} columns; the loss needs {K if loss == LOSS_SQUARED else 1}")
+    if K != 1 and 0 <= loss < N_LOSSES and loss != LOSS_SQUARED and loss != LOSS_SOFTMAX:
+        raise ValueError(f"coef has {K} outputs; loss code {loss} is defined on one margin (K = 1)")
     if g_rows != p1 or g_cols != K:
         raise ValueError(f"grad has shape ({g_rows}, {g_cols}); coef has ({p1}, {K})")
     if w_rows < WORK_ROWS or w_cols < K:
