@@ -34,19 +34,6 @@ def _builds():
             for level in [_isa.BASELINE] + usable}
 
 
-def _alternate(fns, repeats, setup, clock):
-    """name -> times of ``repeats`` interleaved calls each, after one untimed warm-up call."""
-    times = {name: [] for name in fns}
-    for r in range(repeats + 1):
-        for name, fn in fns.items():
-            setup(name)
-            t0 = clock()
-            fn()
-            if r > 0:
-                times[name].append(clock() - t0)
-    return times
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.isa", description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15)
@@ -79,8 +66,8 @@ def main(argv=None):
                                                             run.t, run.codes, run.hp, run.batch_size, run.grad,
                                                             run.work)
 
-                times = _alternate({name: epoch(name) for name in builds}, args.repeats,
-                                   lambda name: runs[name].reset(), clock)
+                times = _common.alternate({name: epoch(name) for name in builds}, args.repeats,
+                                          setup=lambda name: runs[name].reset(), clock=clock)
                 med = {name: float(np.median(ts)) for name, ts in times.items()}
                 coefs = [run.coef for run in runs.values()]
                 same = all(np.array_equal(coefs[0], c) for c in coefs[1:])
