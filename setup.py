@@ -29,23 +29,64 @@ def openmp_flags(compiler):
     return ["-fopenmp"], ["-fopenmp"]
 
 
+# Every build of the kernels: no fused multiply-add the source does not write (GCC contracts
+# by default, clang within expressions) and no errno from sqrt (which keeps GCC from
+# vectorising it). With these, the baseline and the ISA builds round identically.
+FLOAT_FLAGS = ["-ffp-contract=off", "-fno-math-errno"]
+# The kernels again for a newer x86-64 level, chosen at run time (fastgd/_backends/_isa.py).
+ISA_BUILDS = {"x86_64_v4": ["-march=x86-64-v4"]}
+
+
+def accepts(compiler, flags):
+    """True when ``compiler`` compiles a C file with ``flags`` (ISA levels: GCC >= 11, clang >= 12,
+    x86-64 targets only; MSVC ignores unknown flags with a warning, so it is never asked)."""
+    if compiler.compiler_type == "msvc":
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "flags_test.c")
+        with open(src, "w") as f:
+            f.write("int main(void) { return 0; }\n")
+        try:
+            compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+        except Exception:  # CompileError: an unknown flag or target
+            return False
+    return True
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         compile_args, link_args = openmp_flags(self.compiler)
+        float_flags = FLOAT_FLAGS if accepts(self.compiler, FLOAT_FLAGS) else []
+        kept = []
         for ext in self.extensions:
+            level = ext.name.rsplit("_kernels_", 1)[-1] if "._kernels_" in ext.name else None
+            if level is not None:
+                if not accepts(self.compiler, ISA_BUILDS[level] + float_flags):
+                    print(f"fastgd: the compiler cannot build for {level}; the baseline kernels serve every CPU")
+                    continue
+                ext.extra_compile_args += ISA_BUILDS[level]
+            if ext.name.startswith("fastgd._backends._cython._kernels"):
+                ext.extra_compile_args += float_flags
             ext.extra_compile_args += compile_args
             ext.extra_link_args += link_args
+            kept.append(ext)
+        self.extensions = kept
         super().build_extensions()
+
+
+def kernels_extension(suffix=""):
+    return Extension(
+        f"fastgd._backends._cython._kernels{suffix}",
+        [f"fastgd/_backends/_cython/_kernels{suffix}.pyx"],
+        include_dirs=[np.get_include()],
+        extra_compile_args=["-O3"],
+    )
 
 
 ext_modules = cythonize(
     [
-        Extension(
-            "fastgd._backends._cython._kernels",
-            ["fastgd/_backends/_cython/_kernels.pyx"],
-            include_dirs=[np.get_include()],
-            extra_compile_args=["-O3"],
-        ),
+        kernels_extension(),
+        *(kernels_extension(f"_{level}") for level in ISA_BUILDS),
         Extension(
             "fastgd._backends._cython._sgd_kernels",
             ["fastgd/_backends/_cython/_sgd_kernels.pyx"],

@@ -171,18 +171,19 @@ def env_scale(name="FASTGD_BENCH_SCALE", default=1.0):
 
 
 # --- timing -----------------------------------------------------------------------------
-def timed(fn):
-    t0 = time.perf_counter()
+def timed(fn, clock=time.perf_counter):
+    t0 = clock()
     fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
-def alternate(fns, repeats, warmup=1, setup=None):
+def alternate(fns, repeats, warmup=1, setup=None, clock=time.perf_counter):
     """Time each callable of ``fns`` (a dict name -> fn) ``repeats`` times, interleaved
     A B C A B C ... so slow drifts of a shared machine hit every tool alike. ``warmup`` calls
     of each come first and are not recorded (compilation, caches, page faults). ``setup``
-    (name -> None), if given, runs before each call, untimed. Returns name -> list of
-    seconds."""
+    (name -> None), if given, runs before each call, untimed. ``clock`` is the wall clock
+    unless given (``time.process_time`` leaves out waiting for a core on a loaded machine).
+    Returns name -> list of seconds."""
     for name, fn in fns.items():
         for _ in range(warmup):
             if setup:
@@ -193,7 +194,7 @@ def alternate(fns, repeats, warmup=1, setup=None):
         for name, fn in fns.items():
             if setup:
                 setup(name)
-            times[name].append(timed(fn))
+            times[name].append(timed(fn, clock))
     return times
 
 

@@ -37,7 +37,7 @@ name = "numba"
 # keys a kernel on the file defining it (this one), not on the functions it inlines from
 # _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
 # checks it is current).
-RULES_DIGEST = "e0bebc91079f1cdf"
+RULES_DIGEST = "8fe3560ca3b7b37d"
 
 
 def rules_digest():
@@ -361,11 +361,13 @@ def _add_gradients_1(X, y, sw, order, lo, hi, stop, w, g, loss_code, hp):
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
-    """Per-sample plain SGD with one output: gradient and update fused into one pass,
-    ``w <- (1 - lr * l2) * w - lr * s * dloss * x`` (then the L1 step)."""
+    """Per-sample plain SGD with one output: the margin, then the shared rules' fused
+    ``plain_sgd_sample``, ``w <- (1 - lr * l2) * w - lr * s * dloss * x`` (then the L1 step)."""
     (X, y, sw, order, coef, t, codes, hp, z, dz) = _borrowed(X, y, sw, order, coef, t, codes, hp, z, dz)
     p = X.shape[1]
     w = coef.reshape(p + 1)
+    x = X.reshape(X.shape[0] * p)  # (the rule indexes rows flat, unsigned: see _u)
+    pu = _u(p)
     dt = w.dtype.type
     loss_code = codes[_C_LOSS]
     l2 = hp[_H_L2]
@@ -382,15 +384,7 @@ def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
             t[0] = step
             return _NONFINITE, loss_sum
         lr = learning_rate(codes, hp, step)
-        c = dt(lr * d * sw[i])
-        a = dt(1.0 - lr * l2)
-        for f in range(p):
-            w[f] = a * w[f] - c * X[i, f]
-        w[p] -= c
-        if l1 > 0:
-            thresh = lr * l1
-            for f in range(p):
-                w[f] = _rules.soft_threshold(w[f], thresh)
+        _rules.plain_sgd_sample(w, x, i * pu, pu, dt(1.0 - lr * l2), dt(lr * d * sw[i]), lr * l1)
         step += 1
     t[0] = step
     return _OK, loss_sum

@@ -460,6 +460,24 @@ def _update_span(opt: cython.long, w: cython.pointer(real), g: cython.pointer(re
 @cython.inline
 @cython.nogil
 @cython.exceptval(check=False)
+def plain_sgd_sample(w: cython.pointer(real), x: cython.pointer(real), off: cython.Py_ssize_t,
+                     p: cython.Py_ssize_t, a: real, c: real, thresh: cython.double) -> cython.void:
+    """Per-sample plain SGD with the gradient and the update fused into one pass over the row
+    ``x[off:off + p]``: ``w <- a * w - c * x`` (``a = 1 - lr * l2``, ``c = lr * s * dloss``, in
+    the storage type), the L1 step by ``thresh``, then the intercept ``w[p] <- w[p] - c``."""
+    f: cython.Py_ssize_t
+    for f in range(p):
+        w[f] = a * w[f] - c * x[off + f]
+    if thresh > 0:
+        for f in range(p):
+            w[f] = soft_threshold(w[f], thresh)
+    w[p] = w[p] - c
+
+
+@cython.cfunc
+@cython.inline
+@cython.nogil
+@cython.exceptval(check=False)
 def nadam_mu(b1: cython.double, psi: cython.double, k: cython.double) -> cython.double:
     """NAdam's momentum coefficient of step ``k`` (1-based), ``psi`` the momentum decay."""
     return b1 * (1.0 - 0.5 * pow(0.96, k * psi))

@@ -1,19 +1,21 @@
 """The Cython backend: the kernel contract compiled ahead of time (dense and CSR input).
 
 The kernels live in the extension module ``_kernels`` built from ``_kernels.pyx`` by
-``pip install`` (see ``setup.py``). When the extension is not built, importing this package
-raises ImportError, so the registry reports the backend as unavailable. A build whose
-compiled-in contract integers disagree with :mod:`fastgd._contract` (a stale build) is refused
-the same way.
+``pip install`` (see ``setup.py``), and in the same kernels built for x86-64-v4
+(``_kernels_x86_64_v4``, where the compiler could): :mod:`fastgd._backends._isa` says which
+build runs which epoch (``isa`` names the one per-sample dense epochs use; bit-identical
+results either way). When the baseline extension is not built,
+importing this package raises ImportError, so the registry reports the backend as
+unavailable. A build whose compiled-in contract integers disagree with
+:mod:`fastgd._contract` (a stale build) is refused the same way.
 """
 
 from fastgd import _contract
+from fastgd._backends import _isa
 
 try:
-    from fastgd._backends._cython._kernels import (
-        contract_constants, epoch_csr, epoch_csr_hogwild, epoch_dense, epoch_dense_chunked, epoch_saga_csr,
-        epoch_saga_dense, full_gradient_dense,
-    )
+    from fastgd._backends._cython import _kernels as _baseline
+    from fastgd._backends._cython._kernels import contract_constants
 except ImportError as exc:  # not built (e.g. a source checkout without build_ext), or too old
     raise ImportError(
         "the Cython backend of fastgd is not built (or was built from older sources); reinstall with 'pip install .' (or run "
@@ -21,14 +23,30 @@ except ImportError as exc:  # not built (e.g. a source checkout without build_ex
     ) from exc
 
 name = "cython"
+# (an ImportError of its own when FASTGD_CYTHON_ISA asks for a build this CPU cannot run)
+_requested, isa, _chosen = _isa.import_kernels(__name__)
+# "auto": the chosen build for per-sample dense epochs of the adaptive optimizers only (see
+# _isa); a forced level: every epoch
+_rest = _baseline if _requested == "auto" else _chosen
+epoch_dense_chunked = _rest.epoch_dense_chunked
+epoch_csr = _rest.epoch_csr
+full_gradient_dense = _rest.full_gradient_dense
+epoch_saga_dense = _rest.epoch_saga_dense
+epoch_saga_csr = _rest.epoch_saga_csr
+epoch_csr_hogwild = _rest.epoch_csr_hogwild
 
-from fastgd._backends._cython import _kernels  # noqa: E402
+
+def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
+    """The kernels' ``epoch_dense`` of the build that runs this epoch fastest (see ``isa``)."""
+    kernels = _chosen if batch_size == 1 and codes[_contract.C_OPTIMIZER] != _contract.OPT_SGD else _rest
+    return kernels.epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)
+
 
 # (absent from builds of older sources: the driver then takes full rollback snapshots)
-CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = getattr(_kernels, "CSR_DIVERGENCE_TOUCHES_ONLY_ROWS", False)
-del _kernels
+CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = getattr(_rest, "CSR_DIVERGENCE_TOUCHES_ONLY_ROWS", False)
 
-_stale = {k: v for k, v in contract_constants().items() if getattr(_contract, k, None) != v}
+_stale = {k: v for constants in (contract_constants(), _chosen.contract_constants())
+          for k, v in constants.items() if getattr(_contract, k, None) != v}
 if _stale:
     raise ImportError(
         f"the compiled Cython backend disagrees with fastgd._contract on {sorted(_stale)}; "
@@ -36,5 +54,5 @@ if _stale:
     )
 del _stale
 
-__all__ = ["name", "epoch_dense", "epoch_dense_chunked", "epoch_csr", "epoch_saga_dense", "epoch_saga_csr", "epoch_csr_hogwild",
-           "full_gradient_dense", "contract_constants"]
+__all__ = ["name", "isa", "epoch_dense", "epoch_dense_chunked", "epoch_csr", "epoch_saga_dense", "epoch_saga_csr",
+           "epoch_csr_hogwild", "full_gradient_dense", "contract_constants"]

@@ -428,6 +428,41 @@ cdef int _check_step_args(Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t s2, codes, hp
 
 
 # --- the kernels ----------------------------------------------------------------------------
+cdef int _epoch_dense_plain_sgd(const floating* X0, const floating[:, :] y, const floating[:] sw,
+                                const int64_t[:] order, floating* w, Py_ssize_t p, int64_t[:] t,
+                                const Params* P, double* loss_sum) noexcept nogil:
+    """Per-sample plain SGD with one output (the contract's ``plain_sgd_per_sample``): the
+    margin, then the shared rules' fused ``plain_sgd_sample``, one pass over the row each. The
+    batch loop would write the row's gradient into ``grad`` and read it back in the update (and
+    zero it per sample): three more passes, most of a per-sample step."""
+    cdef Py_ssize_t n_steps = order.shape[0]
+    cdef Py_ssize_t ystride = y.strides[1]
+    cdef Py_ssize_t j, i
+    cdef int64_t step = t[0]
+    cdef double lr, loss, d
+    cdef floating m
+    for j in range(n_steps):
+        if j + PREFETCH_AHEAD < n_steps:
+            i = order[j + PREFETCH_AHEAD]
+            _prefetch(<const char*>(X0 + i * p), p * <Py_ssize_t>sizeof(floating))
+            FASTGD_PREFETCH(&y[i, 0])
+            FASTGD_PREFETCH(&sw[i])
+        i = order[j]
+        m = w[p] + _dot(X0 + i * p, w, p)
+        loss, d = loss_1(P.loss, m, y[i, 0], P.hp)
+        loss = sw[i] * loss
+        loss_sum[0] += loss
+        if not isfinite(loss):
+            t[0] = step
+            return STATUS_NONFINITE
+        lr = _learning_rate(P, step)
+        plain_sgd_sample(w, <floating*>X0, i * p, p, <floating>(1.0 - lr * P.l2), <floating>(lr * d * sw[i]),
+                         lr * P.l1)
+        step += 1
+    t[0] = step
+    return STATUS_OK
+
+
 def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating[:] sw,
                 const int64_t[:] order, floating[:, ::1] coef, floating[:, :, ::1] state,
                 int64_t[:] t, const int64_t[:] codes, const double[:] hp, Py_ssize_t batch_size,
@@ -455,6 +490,7 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
     cdef floating* dz
     cdef const floating* X0  # row i starts at X0 + i * p (no address into an empty X is formed)
     cdef floating* st = NULL
+    cdef bint plain
     _check_params(codes.shape[0], hp.shape[0])
     _read_params(&P, codes, hp)
     _check_layout(X.shape[0], X.shape[1], y.shape[0], y.shape[1], sw.shape[0], p1, K,
@@ -468,34 +504,38 @@ def epoch_dense(const floating[:, ::1] X, const floating[:, :] y, const floating
     _check_step_args(state.shape[0], state.shape[1], state.shape[2], codes, hp, p1, K, batch_size, t.shape[0])
     if state.shape[0] > 0:
         st = &state[0, 0, 0]
+    plain = _contract.plain_sgd_per_sample(codes, hp, batch_size, K)
     with nogil:
-        step = t[0]
-        mu_prod = nadam_mu_product(P.opt, <double>step, P.hp)
-        start = 0
-        while start < n_steps:
-            end = start + batch_size
-            if end > n_steps:
-                end = n_steps
-            for j in range(n):
-                g[j] = 0
-            batch_loss = 0.0
-            for j in range(start, end):
-                if j + PREFETCH_AHEAD < n_steps:
-                    i = order[j + PREFETCH_AHEAD]
-                    _prefetch(<const char*>(X0 + i * p), p * <Py_ssize_t>sizeof(floating))
-                    FASTGD_PREFETCH(&y[i, 0])
-                    FASTGD_PREFETCH(&sw[i])
-                i = order[j]
-                batch_loss += _accumulate(X0 + i * p, <const char*>&y[i, 0], ystride, sw[i], cf, g,
-                                          z, dz, p, K, P.loss, P.hp)
-            loss_sum += batch_loss
-            if not isfinite(batch_loss):
-                status = STATUS_NONFINITE
-                break
-            _apply_step(cf, g, st, n, K, NULL, -1, &P, step, 1.0 / <double>(end - start), &mu_prod)
-            step += 1
-            t[0] = step
-            start = end
+        if plain:
+            status = _epoch_dense_plain_sgd(X0, y, sw, order, cf, p, t, &P, &loss_sum)
+        else:
+            step = t[0]
+            mu_prod = nadam_mu_product(P.opt, <double>step, P.hp)
+            start = 0
+            while start < n_steps:
+                end = start + batch_size
+                if end > n_steps:
+                    end = n_steps
+                for j in range(n):
+                    g[j] = 0
+                batch_loss = 0.0
+                for j in range(start, end):
+                    if j + PREFETCH_AHEAD < n_steps:
+                        i = order[j + PREFETCH_AHEAD]
+                        _prefetch(<const char*>(X0 + i * p), p * <Py_ssize_t>sizeof(floating))
+                        FASTGD_PREFETCH(&y[i, 0])
+                        FASTGD_PREFETCH(&sw[i])
+                    i = order[j]
+                    batch_loss += _accumulate(X0 + i * p, <const char*>&y[i, 0], ystride, sw[i], cf, g,
+                                              z, dz, p, K, P.loss, P.hp)
+                loss_sum += batch_loss
+                if not isfinite(batch_loss):
+                    status = STATUS_NONFINITE
+                    break
+                _apply_step(cf, g, st, n, K, NULL, -1, &P, step, 1.0 / <double>(end - start), &mu_prod)
+                step += 1
+                t[0] = step
+                start = end
         if status == STATUS_OK and not _all_finite(cf, n):
             status = STATUS_NONFINITE
     return status, loss_sum
