@@ -253,3 +253,15 @@ def check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, 
         raise ValueError(f"index_work has shape {index_work.shape}; need (2, {n_features + 1})")
     if counters.shape[0] < N_COUNTERS:
         raise ValueError(f"counters has {counters.shape[0]} entries; need {N_COUNTERS}")
+
+
+def check_running_state(running, needs_lazy):
+    """Raise ``ValueError`` unless ``running`` (``epoch_csr``'s optional running state) is
+    None, or, for the running-scale kernel (``needs_lazy`` False), two float64: a scale in
+    (0, 1] and a non-negative sum of squares."""
+    if running is None:
+        return
+    if (needs_lazy or running.shape != (2,) or running.dtype != "float64" or not 0.0 < running[0] <= 1.0
+            or not running[1] >= 0.0):
+        raise ValueError("running is for the running-scale kernel only (per-sample plain SGD with no L1, one "
+                         f"output): two float64, a scale in (0, 1] and a sum of squares; got {running!r}")

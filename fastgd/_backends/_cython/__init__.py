@@ -25,6 +25,8 @@ from fastgd._backends._cython import _kernels  # noqa: E402
 
 # (absent from builds of older sources: the driver then takes full rollback snapshots)
 CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = getattr(_kernels, "CSR_DIVERGENCE_TOUCHES_ONLY_ROWS", False)
+# (absent from builds of older sources: the driver then folds the running scale every epoch)
+CSR_RUNNING_SCALE = getattr(_kernels, "CSR_RUNNING_SCALE", False)
 del _kernels
 
 _stale = {k: v for k, v in contract_constants().items() if getattr(_contract, k, None) != v}

@@ -793,21 +793,30 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
                                const floating[:, :] y, const floating[:] sw, const int64_t* order,
                                Py_ssize_t n_steps, floating* w, Py_ssize_t p, int64_t[:] t,
                                const Params* P, floating* z, floating* dz, int64_t* counters,
-                               double* loss_sum) noexcept nogil:
+                               double* loss_sum, double* running) noexcept nogil:
     """Per-sample plain SGD with L2 and no L1, one output, on CSR rows: the untouched
     coordinates' shrinking is a running product, kept as one scalar ``S``. The weights are
     ``S * w`` during the epoch (the intercept unscaled); a step multiplies ``S`` by
     ``a = 1 - lr * l2`` and moves only the row's coordinates by ``lr * s * dloss * x_c / S``.
     ``S`` is folded into ``w`` below 1e-9, at a non-positive ``a`` and at the end of the epoch
-    (Numba's ``_epoch_csr_scaled_sgd``, the same arithmetic). The CSR parts and the order are
-    raw pointers to contiguous arrays: indexing through strided memoryviews in these two
-    loops cost a third of the epoch (measured 72 ms against 55 ms for the same loop on
-    pointers, 200,000 x 20,000 CSR)."""
+    (Numba's ``_epoch_csr_scaled_sgd``, the same arithmetic).
+
+    With ``running`` (not NULL: ``(S, sum of squares of the stored w)``) the epoch starts
+    from that ``S`` and leaves its own there instead of the end-of-epoch fold, and keeps the
+    sum of squares up to date from the coordinates it steps (the penalty's value at O(nnz));
+    the weights' finiteness is then followed through the stepped values, not checked by a
+    pass over all of them.
+
+    The CSR parts and the order are raw pointers to contiguous arrays: indexing through
+    strided memoryviews in these two loops cost a third of the epoch (measured 72 ms against
+    55 ms for the same loop on pointers, 200,000 x 20,000 CSR)."""
     cdef Py_ssize_t ystride = y.strides[1]
     cdef Py_ssize_t j, i, q, lo, hi, ptr, c
     cdef int64_t step = t[0]
-    cdef double S = 1.0
-    cdef double lr, a, cg, loss
+    cdef double S = 1.0 if running == NULL else running[0]
+    cdef double sq = 0.0 if running == NULL else running[1]
+    cdef double lr, a, cg, loss, old, new
+    cdef double probe = 0.0  # stays 0 while every stepped value is finite (inf - inf is NaN)
     cdef floating acc, acc1, f, stp
     for j in range(n_steps):
         if j + 2 * PREFETCH_AHEAD < n_steps:
@@ -818,6 +827,12 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
             hi = indptr[q + 1]
             _prefetch(<const char*>&data[lo], (hi - lo) * <Py_ssize_t>sizeof(floating))
             _prefetch(<const char*>&indices[lo], (hi - lo) * <Py_ssize_t>sizeof(index_t))
+        if j + PREFETCH_AHEAD // 2 < n_steps:
+            # the weights of the row half as far ahead (its column indices were asked for
+            # PREFETCH_AHEAD // 2 samples ago): on wide hashed features each is a cache miss
+            q = order[j + PREFETCH_AHEAD // 2]
+            for ptr in range(indptr[q], indptr[q + 1]):
+                FASTGD_PREFETCH(&w[indices[ptr]])
         i = order[j]
         lo = indptr[i]
         hi = indptr[i + 1]
@@ -837,14 +852,16 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
         loss_sum[0] += loss
         if not isfinite(loss):
             t[0] = step
+            if running != NULL:
+                running[0] = S
+                running[1] = sq
             return STATUS_NONFINITE
         lr = _learning_rate(P, step)
         cg = lr * dz[0] * sw[i]
         a = 1.0 - lr * P.l2
         if a <= 0.0:  # lr * l2 >= 1 flips signs: apply the shrink to every weight now
             f = <floating>(S * a)
-            for c in range(p):
-                w[c] = w[c] * f
+            sq = _scale_all(w, p, f)
             counters[COUNT_CATCHUPS] += p
             S = 1.0
         else:
@@ -852,25 +869,39 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
         stp = <floating>(cg / S)
         for ptr in range(lo, hi):
             c = indices[ptr]
+            old = w[c]
             w[c] = w[c] - stp * data[ptr]
+            new = w[c]
+            sq += new * new - old * old
+            probe += new - new
         w[p] = w[p] - <floating>cg
         counters[COUNT_UPDATES] += hi - lo + 1
         if S < SCALE_BELOW:
-            f = <floating>S
-            for c in range(p):
-                w[c] = w[c] * f
+            sq = _scale_all(w, p, <floating>S)
             counters[COUNT_CATCHUPS] += p
             S = 1.0
         step += 1
     t[0] = step
+    if running != NULL:
+        running[0] = S
+        running[1] = sq
+        return STATUS_OK if probe == 0.0 and isfinite(w[p]) else STATUS_NONFINITE
     if not _all_finite(w, p + 1):  # before the fold: a diverged epoch leaves untouched weights as they were
         return STATUS_NONFINITE
     if S != 1.0:
-        f = <floating>S
-        for c in range(p):
-            w[c] = w[c] * f
+        _scale_all(w, p, <floating>S)
         counters[COUNT_CATCHUPS] += p
     return STATUS_OK
+
+
+cdef double _scale_all(floating* w, Py_ssize_t p, floating f) noexcept nogil:
+    """Multiply ``w[:p]`` by ``f`` (folding a running scale); returns their new sum of squares."""
+    cdef Py_ssize_t c
+    cdef double sq = 0.0
+    for c in range(p):
+        w[c] = w[c] * f
+        sq += <double>w[c] * w[c]
+    return sq
 
 
 cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
@@ -943,11 +974,14 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
               const int64_t[:] order, floating[:, ::1] coef, floating[:, :, ::1] state,
               int64_t[:] t, const int64_t[:] codes, const double[:] hp, Py_ssize_t batch_size,
               floating[:, ::1] grad, floating[:, ::1] work, double[:, ::1] lazy_work,
-              int64_t[:, ::1] index_work, int64_t[::1] counters):
+              int64_t[:, ::1] index_work, int64_t[::1] counters, double[::1] running=None):
     """One epoch on CSR parts (the contract of :mod:`fastgd._contract`): the mathematics of
     the dense epoch at O(nnz) per step where :func:`sparse_mode` allows it. ``indices`` and
     ``indptr`` may each be int32 or int64. Rows must be canonical (no duplicate column in a
-    row; the estimators ensure it). Returns ``(status, loss_sum)``."""
+    row; the estimators ensure it). ``running`` (only for the running-scale kernel, see
+    ``CSR_RUNNING_SCALE``): two float64, ``(S, sum of squares of coef[:-1])``; the weights are
+    ``S * coef[:-1]`` on entry and on return, both values kept up to date at O(nnz).
+    Returns ``(status, loss_sum)``."""
     cdef Params P
     cdef Lazy L
     cdef Py_ssize_t n_steps = order.shape[0]
@@ -972,6 +1006,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     cdef floating* dz
     cdef floating* st = NULL
     cdef int64_t* rows
+    cdef double* running_ptr = NULL
     cdef bint scaled, plain
     cdef double mu_prod
     _check_params(codes.shape[0], hp.shape[0])
@@ -999,6 +1034,8 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                          f"need (2, {p + 1})")
     if counters.shape[0] < N_COUNTERS:
         raise ValueError(f"counters has {counters.shape[0]} entries; need {N_COUNTERS}")
+    if running is not None:
+        _contract.check_running_state(np.asarray(running), not scaled)
     status = _check_codes(&P)
     if status != STATUS_OK:
         return status, 0.0
@@ -1007,6 +1044,8 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
         st = &state[0, 0, 0]
     L.counters = &counters[0]
     if scaled:
+        if running is not None:
+            running_ptr = &running[0]
         # raw pointers need contiguous parts: views of the user's arrays as they come (scipy's
         # are contiguous), a contiguous copy only for the rare strided one
         data = np.ascontiguousarray(data)
@@ -1017,7 +1056,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
             status = _epoch_csr_scaled_sgd(&data[0] if data.shape[0] > 0 else NULL,
                                            &indices[0] if indices.shape[0] > 0 else NULL, &indptr[0],
                                            y, sw, &order[0], n_steps, cf, p, t, &P, z, dz,
-                                           L.counters, &loss_sum)
+                                           L.counters, &loss_sum, running_ptr)
         return status, loss_sum
     L.last = &lazy_work[0, 0]
     L.a = &lazy_work[0, 1]
@@ -1125,3 +1164,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
 # coordinates its rows touch (and the intercept), so the driver may snapshot just those
 # (fastgd._solver.rollback_rows). A build without this constant gets full snapshots.
 CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = True
+# epoch_csr takes ``running``: the running-scale kernel's scale (and the stored weights' sum of
+# squares) kept between calls (fastgd._solver.settle_scale). A build without this constant
+# folds the scale every epoch.
+CSR_RUNNING_SCALE = True
