@@ -155,3 +155,136 @@ def test_divergence_in_the_last_step_leaves_every_untouched_weight_exactly(wide,
     assert_array_equal(model._train_state.parameters(), before[0])
     assert_array_equal(model._train_state.opt_state, before[1])
     assert model.t_ == before[2]
+
+
+# --- the running scale kept across partial_fit calls (plain per-sample SGD with L2) ----------
+
+def _spy_on_kernel_counters(monkeypatch):
+    """The work counters of every CSR kernel call the driver makes, as a growing list."""
+    from fastgd import _solver
+
+    seen = []
+    original = _solver.Problem.epoch
+
+    def epoch(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers=None,
+              chunked_buffers=None, running=None):
+        result = original(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers,
+                          chunked_buffers, running)
+        seen.append(sparse_buffers[2].copy())
+        return result
+
+    monkeypatch.setattr(_solver.Problem, "epoch", epoch)
+    return seen
+
+
+def _l2_sgd(backend, **params):
+    kw = dict(optimizer="sgd", learning_rate=0.05, batch_size=1, penalty="l2", alpha=1e-3, random_state=0,
+              backend=backend)
+    kw.update(params)
+    return LogisticRegression(**kw)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_partial_fit_with_l2_does_work_proportional_to_nnz_only(wide, backend, monkeypatch):
+    X, y = wide
+    wider = sp.hstack([X, sp.csr_matrix((X.shape[0], 3 * P))], format="csr")
+    seen = _spy_on_kernel_counters(monkeypatch)
+    for data in (X, wider):
+        model = _l2_sgd(backend)
+        for Xc, yc in _chunks(data, y):
+            model.partial_fit(Xc, yc, classes=[0, 1])
+            assert list(seen[-1]) == [Xc.nnz + Xc.shape[0], 0]  # (updates, catch-ups): no fold, no catch-up
+        assert model._train_state.scale < 0.99  # the L2 shrink is still pending: never folded
+    n_calls = len(_chunks(X, y))
+    assert_array_equal(seen[:n_calls], seen[n_calls:])
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_partial_fit_allocates_nothing_the_size_of_the_model(backend):
+    import tracemalloc
+
+    p = 1 << 20  # an 8 MB model
+    X, y, _ = make_sparse_classification(400, p, 12, random_state=1)
+    model = _l2_sgd(backend).partial_fit(X[:200], y[:200], classes=[0, 1])
+    tracemalloc.start()
+    try:
+        for Xc, yc in _chunks(X[200:], y[200:]):
+            model.partial_fit(Xc, yc)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < p * 8 / 16  # a copy or scratch array of the weights would be 8 MB
+    assert model.coef_.shape == (1, p)  # (read after the measurement: computed on first read)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("alpha", [1e-4, 1.0])  # 1.0: the scale is folded every other call
+def test_running_scale_across_calls_matches_the_reference_backend(wide, backend, alpha):
+    X, y = wide
+    ours, reference = _l2_sgd(backend, alpha=alpha), _l2_sgd("numpy", alpha=alpha)
+    scales = []
+    for Xc, yc in _chunks(X, y):
+        ours.partial_fit(Xc, yc, classes=[0, 1])
+        reference.partial_fit(Xc, yc, classes=[0, 1])
+        scales.append(ours._train_state.scale)
+    if alpha > 0.1:
+        assert any(b > a for a, b in zip(scales, scales[1:]))  # folded at least once between calls
+    assert scales[-1] < 1.0
+    np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(ours.intercept_, reference.intercept_, rtol=1e-10)
+    # the penalty from the kernel's running sum of squares, against a full pass in the reference
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+
+
+def test_coef_is_computed_on_first_read_and_then_behaves_as_an_attribute(wide):
+    from sklearn.exceptions import NotFittedError
+
+    X, y = wide
+    model = _l2_sgd("auto", alpha=0.1)
+    assert not hasattr(model, "coef_") and not hasattr(model, "intercept_")
+    with pytest.raises(NotFittedError):
+        model.predict(X[:3])
+    model.partial_fit(X[:200], y[:200], classes=[0, 1])
+    ts = model._train_state
+    assert ts.scale < 0.5  # stored weights and model weights differ
+    assert_array_equal(model.coef_, (ts.coef[:-1] * ts.scale).T)
+    assert model.coef_ is model.coef_ and "coef_" not in vars(model)
+    model.coef_[0, :] *= 2.0  # in-place edits stay and predict with the edited model
+    np.testing.assert_allclose(model.decision_function(X[:50]),
+                               X[:50] @ (2.0 * ts.coef[:-1, 0] * ts.scale) + model.intercept_, rtol=1e-12)
+    model.intercept_ = np.array([5.0])
+    assert model.intercept_[0] == 5.0 and model.coef_[0, 0] == 2.0 * ts.coef[0, 0] * ts.scale
+    model.partial_fit(X[200:300], y[200:300])  # training publishes its own parameters again
+    assert_array_equal(model.coef_, (ts.coef[:-1] * ts.scale).T)
+    assert model.intercept_[0] == ts.coef[-1, 0]
+
+
+def test_warm_start_fit_continues_from_the_scaled_weights(wide):
+    X, y = wide
+    model = _l2_sgd("auto", alpha=0.1).partial_fit(X[:200], y[:200], classes=[0, 1])
+    assert model._train_state.scale < 0.5
+    coef = model.coef_.copy()
+    model.set_params(warm_start=True, learning_rate=1e-300, max_iter=1, tol=None)  # a step that changes nothing
+    model.fit(X[:200], y[:200])
+    np.testing.assert_allclose(model.coef_, coef, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_kernel_refuses_a_running_state_it_cannot_use(wide, backend):
+    X, y = wide
+    chunk = X[:10]
+    y2 = y[:10].reshape(-1, 1).astype(np.float64)
+    for params, running, match in [
+        (dict(penalty="l1"), np.array([1.0, 0.0]), "running-scale kernel only"),  # the lazy-map kernel
+        (dict(), np.array([0.0, 0.0]), "scale in"),
+        (dict(), np.array([1.0]), "two float64"),
+    ]:
+        model = _l2_sgd(backend, **params).partial_fit(chunk, y[:10], classes=[0, 1])
+        codes, hp = model._kernel_arrays(10)
+        problem = Problem(X=chunk, y=y2, sw=np.ones(10), train_idx=np.arange(10, dtype=np.int64))
+        coef = model._train_state.coef.copy()
+        with pytest.raises(ValueError, match=match):
+            get_backend(backend).epoch_csr(
+                chunk.data, chunk.indices, chunk.indptr, P, y2, problem.sw, problem.train_idx, coef,
+                model._train_state.opt_state, np.zeros(1, np.int64), codes, hp, 1, np.zeros_like(coef),
+                np.zeros((C.WORK_ROWS, 1)), *problem.sparse_buffers(codes, hp, 1, 1), running=running)

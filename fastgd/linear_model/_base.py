@@ -48,7 +48,13 @@ def scale_advice(X):
     with np.errstate(over="ignore", invalid="ignore"):  # values beyond 1e154: an inf spread warns
         if sp.issparse(X):
             # Over each column's stored entries: a rare feature is not a badly scaled one (and
-            # sparse columns are not standardised, which would fill them in).
+            # sparse columns are not standardised, which would fill them in). Each column's
+            # value lies between the smallest and the largest magnitude of its stored entries:
+            # when those (with the intercept's 1) are close enough, no column needs counting.
+            magnitudes = np.abs(X.data)
+            if X.nnz and magnitudes.min() > 0 and (
+                    max(magnitudes.max(), 1.0) / min(magnitudes.min(), 1.0) <= SCALE_SPREAD_WARNING):
+                return None
             sq, count = _column_sums_of_squares(X)
             rms = np.sqrt(sq / np.maximum(count, 1))
         else:
@@ -448,7 +454,7 @@ class BaseGD(BaseEstimator):
         else:
             ts.learning_rate = float(self.learning_rate)
             settings.suggest_learning_rate = auto_step
-        if not incremental:
+        if not incremental and _solver._has_stopping_test(settings):  # (only finish's warnings use it)
             settings.scale_advice = scale_advice(X)
         n_epochs = 1 if incremental else self.max_iter
         settings.monitor = self._monitor(ts, settings, n_epochs, len(train_idx), continued=not first)
