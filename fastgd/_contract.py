@@ -189,11 +189,25 @@ def plain_sgd_per_sample(codes, hp, batch_size, n_outputs):
             and hp[H_MOMENTUM] == 0 and hp[H_CLIP] == 0)
 
 
+def csr_running_scale(codes, hp, batch_size, n_outputs):
+    """True when a CSR epoch takes the running-scale kernel (per-sample plain SGD, L2 only)."""
+    return plain_sgd_per_sample(codes, hp, batch_size, n_outputs) and hp[H_L1] == 0
+
+
+def csr_adagrad_per_sample(codes, hp, batch_size, n_outputs):
+    """True when a CSR epoch takes the per-sample AdaGrad kernel (batch size 1, one output, no
+    penalty, no clipping): a coordinate no row touches has a zero gradient and does not move,
+    so only the row's coordinates and their accumulators are read and written."""
+    return (batch_size == 1 and n_outputs == 1 and codes[C_OPTIMIZER] == OPT_ADAGRAD and hp[H_L2] == 0
+            and hp[H_L1] == 0 and hp[H_CLIP] == 0)
+
+
 def csr_needs_lazy_buffers(codes, hp, batch_size, n_outputs):
-    """False when a CSR epoch takes the running-scale kernel (per-sample plain SGD, L2 only),
-    which uses neither ``lazy_work`` nor ``index_work``: the driver then passes empty ones
+    """False when a CSR epoch takes the running-scale kernel or the per-sample AdaGrad one,
+    which use neither ``lazy_work`` nor ``index_work``: the driver then passes empty ones
     (for a million features that saves 40 MB of zeroed memory per fit)."""
-    return not (plain_sgd_per_sample(codes, hp, batch_size, n_outputs) and hp[H_L1] == 0)
+    return not (csr_running_scale(codes, hp, batch_size, n_outputs)
+                or csr_adagrad_per_sample(codes, hp, batch_size, n_outputs))
 
 
 def sparse_mode(codes, hp):

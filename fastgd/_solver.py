@@ -540,7 +540,7 @@ def settle_scale(backend, problem, ts, settings, check_convergence):
     changes every row."""
     s = settings
     keep = (sp.issparse(problem.X) and getattr(backend, "CSR_RUNNING_SCALE", False)
-            and not C.csr_needs_lazy_buffers(s.codes, s.hp, s.batch_size, ts.coef.shape[1])
+            and C.csr_running_scale(s.codes, s.hp, s.batch_size, ts.coef.shape[1])
             and s.monitor is None and s.validation_score is None
             and not (check_convergence and (s.backtrack or _has_stopping_test(s))))
     if not keep or -math.log(ts.scale) + _epoch_log_shrink(problem, s) > SCALE_FOLD_MARGIN:

@@ -184,28 +184,36 @@ def _l2_sgd(backend, **params):
     return LogisticRegression(**kw)
 
 
+# the two per-sample paths that touch only the rows' coordinates: plain SGD with L2 (its
+# shrink a running scale) and AdaGrad without a penalty (untouched coordinates do not move)
+PER_ROW_PATHS = [dict(), dict(optimizer="adagrad", penalty=None)]
+
+
 @pytest.mark.parametrize("backend", ["numba", "cython"])
-def test_partial_fit_with_l2_does_work_proportional_to_nnz_only(wide, backend, monkeypatch):
+@pytest.mark.parametrize("params", PER_ROW_PATHS)
+def test_partial_fit_does_work_proportional_to_nnz_only(wide, backend, params, monkeypatch):
     X, y = wide
     wider = sp.hstack([X, sp.csr_matrix((X.shape[0], 3 * P))], format="csr")
     seen = _spy_on_kernel_counters(monkeypatch)
     for data in (X, wider):
-        model = _l2_sgd(backend)
+        model = _l2_sgd(backend, **params)
         for Xc, yc in _chunks(data, y):
             model.partial_fit(Xc, yc, classes=[0, 1])
             assert list(seen[-1]) == [Xc.nnz + Xc.shape[0], 0]  # (updates, catch-ups): no fold, no catch-up
-        assert model._train_state.scale < 0.99  # the L2 shrink is still pending: never folded
+        if model.optimizer == "sgd":
+            assert model._train_state.scale < 0.99  # the L2 shrink is still pending: never folded
     n_calls = len(_chunks(X, y))
     assert_array_equal(seen[:n_calls], seen[n_calls:])
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
-def test_partial_fit_allocates_nothing_the_size_of_the_model(backend):
+@pytest.mark.parametrize("params", PER_ROW_PATHS)
+def test_partial_fit_allocates_nothing_the_size_of_the_model(backend, params):
     import tracemalloc
 
     p = 1 << 20  # an 8 MB model
     X, y, _ = make_sparse_classification(400, p, 12, random_state=1)
-    model = _l2_sgd(backend).partial_fit(X[:200], y[:200], classes=[0, 1])
+    model = _l2_sgd(backend, **params).partial_fit(X[:200], y[:200], classes=[0, 1])
     tracemalloc.start()
     try:
         for Xc, yc in _chunks(X[200:], y[200:]):
@@ -288,3 +296,22 @@ def test_kernel_refuses_a_running_state_it_cannot_use(wide, backend):
                 chunk.data, chunk.indices, chunk.indptr, P, y2, problem.sw, problem.train_idx, coef,
                 model._train_state.opt_state, np.zeros(1, np.int64), codes, hp, 1, np.zeros_like(coef),
                 np.zeros((C.WORK_ROWS, 1)), *problem.sparse_buffers(codes, hp, 1, 1), running=running)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+def test_per_sample_adagrad_matches_the_reference_backend(wide, backend, dtype, rtol):
+    X, y = wide
+    X = X.astype(dtype)
+    ours, reference = (_l2_sgd(b, optimizer="adagrad", penalty=None, learning_rate=0.1) for b in (backend, "numpy"))
+    for Xc, yc in _chunks(X, y):
+        ours.partial_fit(Xc, yc, classes=[0, 1])
+        reference.partial_fit(Xc, yc, classes=[0, 1])
+    # (float32: rounding differences are relative to the largest values, not to each entry)
+    scale = np.abs(reference.coef_).max() if dtype == np.float32 else 0.0
+    np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=rtol, atol=rtol * scale)
+    np.testing.assert_allclose(ours.intercept_, reference.intercept_, rtol=rtol)
+    state = reference._train_state.opt_state
+    np.testing.assert_allclose(ours._train_state.opt_state, state, rtol=rtol,
+                               atol=rtol * np.abs(state).max() if dtype == np.float32 else 0.0)
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=rtol)

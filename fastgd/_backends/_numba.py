@@ -64,7 +64,8 @@ _C_LOSS, _C_OPT, _C_NEST, _C_AMS = C.C_LOSS, C.C_OPTIMIZER, C.C_NESTEROV, C.C_AM
 _C_SCHED, _C_UNIT = C.C_SCHEDULE, C.C_SCHEDULE_UNIT
 _LOSS_SQUARED = C.LOSS_SQUARED
 _OPT_RMSPROP, _OPT_SGD = C.OPT_RMSPROP, C.OPT_SGD
-_H_L2, _H_L1, _H_RHO = C.H_L2, C.H_L1, C.H_RHO
+_H_L2, _H_L1, _H_RHO, _H_EPS = C.H_L2, C.H_L1, C.H_RHO, C.H_EPS
+_S_SUM = C.S_SUM
 _OK, _NONFINITE = C.STATUS_OK, C.STATUS_NONFINITE
 
 
@@ -747,6 +748,75 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
     return _OK, loss_sum
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _epoch_csr_adagrad(data, indices, indptr, y, sw, order, coef, state, t, codes, hp, counters):
+    """Per-sample AdaGrad with one output and no penalty or clipping, on CSR rows: a
+    coordinate the row does not touch has a zero gradient, so neither it nor its accumulator
+    moves, and a step reads and writes only the row's weights and accumulators (the state's
+    sum slot), with the rule of the shared ``_adagrad_span``. No buffer, no per-epoch pass
+    over the coordinates: the weights' finiteness is followed through the stepped values."""
+    (data, indices, indptr, y, sw, order, coef, state, t, codes, hp, counters) = _borrowed(
+        data, indices, indptr, y, sw, order, coef, state, t, codes, hp, counters)
+    p = coef.shape[0] - 1
+    w = coef.reshape(p + 1)
+    acc_sq = state[_S_SUM].reshape(p + 1)
+    dt = w.dtype.type
+    loss_code = codes[_C_LOSS]
+    eps = hp[_H_EPS]
+    probe = 0.0  # stays 0 while every stepped value is finite (inf - inf is NaN)
+    loss_sum = 0.0
+    n_steps = order.shape[0]
+    step_t = t[0]
+    updates = 0
+    half = PREFETCH_AHEAD // 2
+    for j in range(n_steps):
+        _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps)
+        if j + half < n_steps:
+            q = _u(order[j + half])
+            for ptr in range(_u(indptr[q]), _u(indptr[q + _U1])):
+                _prefetch(w, _u(indices[ptr]))
+                _prefetch(acc_sq, _u(indices[ptr]))
+        i = _u(order[j])
+        lo = _u(indptr[i])
+        hi = _u(indptr[i + _U1])
+        acc0 = dt(0.0)
+        acc1 = dt(0.0)
+        ptr = lo
+        while ptr + _U1 < hi:
+            acc0 += data[ptr] * w[_u(indices[ptr])]
+            acc1 += data[ptr + _U1] * w[_u(indices[ptr + _U1])]
+            ptr += _U2
+        if ptr < hi:
+            acc0 += data[ptr] * w[_u(indices[ptr])]
+        loss, dloss = _loss_1(loss_code, dt((acc0 + acc1) + w[p]), y[i, 0], hp)
+        loss *= sw[i]
+        loss_sum += loss
+        if not np.isfinite(loss):
+            t[0] = step_t
+            counters[_COUNT_UPDATES] += updates
+            return _NONFINITE, loss_sum
+        lr = learning_rate(codes, hp, step_t)
+        d = dt(dloss) * sw[i]  # (rounded as the general kernel's gradient buffer holds it)
+        for ptr in range(lo, hi):
+            c = _u(indices[ptr])
+            gq = float(data[ptr] * d)
+            sq = float(acc_sq[c]) + gq * gq
+            acc_sq[c] = sq
+            new = float(w[c]) - lr * gq / (np.sqrt(sq) + eps)
+            w[c] = new
+            probe += new - new
+        gq = float(d)
+        sq = float(acc_sq[p]) + gq * gq
+        acc_sq[p] = sq
+        w[p] = float(w[p]) - lr * gq / (np.sqrt(sq) + eps)
+        updates += np.int64(hi - lo) + 1
+        step_t += 1
+    t[0] = step_t
+    counters[_COUNT_UPDATES] += updates
+    finite = probe == 0.0 and np.isfinite(w[p]) and np.isfinite(acc_sq[p])
+    return (_OK if finite else _NONFINITE), loss_sum
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
 def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, codes, hp, z, dz, lazy_work,
                          mark, counters):
@@ -839,10 +909,13 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
                           work)
     needs_lazy = C.csr_needs_lazy_buffers(codes, hp, batch_size, coef.shape[1])
     C.check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, counters, needs_lazy)
-    C.check_running_state(running, needs_lazy)
+    C.check_running_state(running, not C.csr_running_scale(codes, hp, batch_size, coef.shape[1]))
     if status != _OK:
         return status, 0.0
-    if not needs_lazy:
+    if C.csr_adagrad_per_sample(codes, hp, batch_size, coef.shape[1]):
+        status, loss_sum = _epoch_csr_adagrad(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
+                                              counters)
+    elif not needs_lazy:
         keep_running = running is not None
         status, loss_sum = _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, hp,
                                                  work[0], work[1], counters,

@@ -904,6 +904,76 @@ cdef double _scale_all(floating* w, Py_ssize_t p, floating f) noexcept nogil:
     return sq
 
 
+cdef int _epoch_csr_adagrad(const floating* data, const index_t* indices, const ptr_t* indptr,
+                            const floating[:, :] y, const floating[:] sw, const int64_t* order,
+                            Py_ssize_t n_steps, floating* w, floating* acc_sq, Py_ssize_t p, int64_t[:] t,
+                            const Params* P, floating* z, floating* dz, int64_t* counters,
+                            double* loss_sum) noexcept nogil:
+    """Per-sample AdaGrad with one output and no penalty or clipping, on CSR rows: a
+    coordinate the row does not touch has a zero gradient, so neither it nor its accumulator
+    moves, and a step reads and writes only the row's weights and accumulators (``acc_sq``,
+    the state's sum slot), with the rule of the shared ``_adagrad_span``. No buffer, no
+    per-epoch pass over the coordinates: the weights' finiteness is followed through the
+    stepped values."""
+    cdef Py_ssize_t ystride = y.strides[1]
+    cdef Py_ssize_t j, i, q, lo, hi, ptr, c
+    cdef int64_t step = t[0]
+    cdef double lr, loss, gq, sq, new
+    cdef double eps = P.hp[H_EPS]
+    cdef double probe = 0.0  # stays 0 while every stepped value is finite (inf - inf is NaN)
+    cdef floating acc, acc1, d
+    for j in range(n_steps):
+        if j + 2 * PREFETCH_AHEAD < n_steps:
+            FASTGD_PREFETCH(&indptr[order[j + 2 * PREFETCH_AHEAD]])
+        if j + PREFETCH_AHEAD < n_steps:
+            q = order[j + PREFETCH_AHEAD]
+            lo = indptr[q]
+            hi = indptr[q + 1]
+            _prefetch(<const char*>&data[lo], (hi - lo) * <Py_ssize_t>sizeof(floating))
+            _prefetch(<const char*>&indices[lo], (hi - lo) * <Py_ssize_t>sizeof(index_t))
+        if j + PREFETCH_AHEAD // 2 < n_steps:
+            q = order[j + PREFETCH_AHEAD // 2]
+            for ptr in range(indptr[q], indptr[q + 1]):
+                FASTGD_PREFETCH(&w[indices[ptr]])
+                FASTGD_PREFETCH(&acc_sq[indices[ptr]])
+        i = order[j]
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        acc = 0
+        acc1 = 0
+        ptr = lo
+        while ptr + 1 < hi:
+            acc = acc + data[ptr] * w[indices[ptr]]
+            acc1 = acc1 + data[ptr + 1] * w[indices[ptr + 1]]
+            ptr += 2
+        if ptr < hi:
+            acc = acc + data[ptr] * w[indices[ptr]]
+        z[0] = <floating>((acc + acc1) + w[p])
+        loss = _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, 1, P.hp)
+        loss_sum[0] += sw[i] * loss
+        if not isfinite(sw[i] * loss):
+            t[0] = step
+            return STATUS_NONFINITE
+        lr = _learning_rate(P, step)
+        d = dz[0] * sw[i]  # (rounded as the general kernel's gradient buffer holds it)
+        for ptr in range(lo, hi):
+            c = indices[ptr]
+            gq = <floating>(data[ptr] * d)
+            sq = acc_sq[c] + gq * gq
+            acc_sq[c] = <floating>sq
+            new = w[c] - lr * gq / (sqrt(sq) + eps)
+            w[c] = <floating>new
+            probe += new - new
+        gq = d
+        sq = acc_sq[p] + gq * gq
+        acc_sq[p] = <floating>sq
+        w[p] = <floating>(w[p] - lr * gq / (sqrt(sq) + eps))
+        counters[COUNT_UPDATES] += hi - lo + 1
+        step += 1
+    t[0] = step
+    return STATUS_OK if probe == 0.0 and isfinite(w[p]) and isfinite(acc_sq[p]) else STATUS_NONFINITE
+
+
 cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
                               const floating[:, :] y, const floating[:] sw, const int64_t[:] order,
                               floating* w, Py_ssize_t p, int64_t[:] t, const Params* P, floating* z,
@@ -1007,7 +1077,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     cdef floating* st = NULL
     cdef int64_t* rows
     cdef double* running_ptr = NULL
-    cdef bint scaled, plain
+    cdef bint scaled, adagrad, plain
     cdef double mu_prod
     _check_params(codes.shape[0], hp.shape[0])
     _read_params(&P, codes, hp)
@@ -1023,13 +1093,14 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     # the contract's decisions, taken once per call: per-sample plain SGD with L2 only takes the
     # running-scale kernel, which needs no lazy buffers; other per-sample plain SGD the fused
     # lazy kernel; everything else the general loop in the contract's sparse mode
-    scaled = not _contract.csr_needs_lazy_buffers(codes, hp, batch_size, K)
+    scaled = _contract.csr_running_scale(codes, hp, batch_size, K)
+    adagrad = _contract.csr_adagrad_per_sample(codes, hp, batch_size, K)
     plain = _contract.plain_sgd_per_sample(codes, hp, batch_size, K)
     mode = _contract.sparse_mode(codes, hp)
-    if not scaled and (lazy_work.shape[0] < p or lazy_work.shape[1] != LAZY_FIELDS):
+    if not (scaled or adagrad) and (lazy_work.shape[0] < p or lazy_work.shape[1] != LAZY_FIELDS):
         raise ValueError(f"lazy_work has shape ({lazy_work.shape[0]}, {lazy_work.shape[1]}); "
                          f"need ({p}, {LAZY_FIELDS})")
-    if not scaled and (index_work.shape[0] < 2 or index_work.shape[1] < p + 1):
+    if not (scaled or adagrad) and (index_work.shape[0] < 2 or index_work.shape[1] < p + 1):
         raise ValueError(f"index_work has shape ({index_work.shape[0]}, {index_work.shape[1]}); "
                          f"need (2, {p + 1})")
     if counters.shape[0] < N_COUNTERS:
@@ -1043,7 +1114,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     if state.shape[0] > 0:
         st = &state[0, 0, 0]
     L.counters = &counters[0]
-    if scaled:
+    if scaled or adagrad:
         if running is not None:
             running_ptr = &running[0]
         # raw pointers need contiguous parts: views of the user's arrays as they come (scipy's
@@ -1053,10 +1124,16 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
         indptr = np.ascontiguousarray(indptr)
         order = np.ascontiguousarray(order)
         with nogil:
-            status = _epoch_csr_scaled_sgd(&data[0] if data.shape[0] > 0 else NULL,
-                                           &indices[0] if indices.shape[0] > 0 else NULL, &indptr[0],
-                                           y, sw, &order[0], n_steps, cf, p, t, &P, z, dz,
-                                           L.counters, &loss_sum, running_ptr)
+            if scaled:
+                status = _epoch_csr_scaled_sgd(&data[0] if data.shape[0] > 0 else NULL,
+                                               &indices[0] if indices.shape[0] > 0 else NULL, &indptr[0],
+                                               y, sw, &order[0], n_steps, cf, p, t, &P, z, dz,
+                                               L.counters, &loss_sum, running_ptr)
+            else:
+                status = _epoch_csr_adagrad(&data[0] if data.shape[0] > 0 else NULL,
+                                            &indices[0] if indices.shape[0] > 0 else NULL, &indptr[0],
+                                            y, sw, &order[0], n_steps, cf, &st[S_SUM * n], p, t, &P, z, dz,
+                                            L.counters, &loss_sum)
         return status, loss_sum
     L.last = &lazy_work[0, 0]
     L.a = &lazy_work[0, 1]
