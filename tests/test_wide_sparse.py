@@ -315,3 +315,29 @@ def test_per_sample_adagrad_matches_the_reference_backend(wide, backend, dtype, 
     np.testing.assert_allclose(ours._train_state.opt_state, state, rtol=rtol,
                                atol=rtol * np.abs(state).max() if dtype == np.float32 else 0.0)
     np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=rtol)
+
+
+@pytest.mark.parametrize("params", [dict(), dict(optimizer="adagrad", penalty=None)])
+def test_first_epoch_diverging_leaves_the_zero_initialisation_without_having_copied_it(wide, params):
+    from fastgd._solver import TrainingUndo
+
+    X, y = wide
+    model = _l2_sgd("auto", learning_rate=1e300, **params)
+    with pytest.raises(DivergenceError):
+        model.fit(X * 1e300, y)
+    assert model.n_iter_ == 0 and model.t_ == 0
+    assert not np.any(model.coef_) and not np.any(model.intercept_)
+    assert_array_equal(model._train_state.parameters(), 0.0)
+    # the undo of a model still at its zeros keeps no copy of the weights, and one trained does
+    from fastgd._solver import TrainState
+
+    ts = TrainState(coef=np.zeros((P + 1, 1)), opt_state=np.zeros((0, P + 1, 1)), rng=np.random.default_rng(0),
+                    zero_coef=True)
+    undo = TrainingUndo(ts, np.array([5, P]))
+    assert undo.coef is None
+    ts.coef[[5, P]], ts.zero_coef = 3.0, False
+    undo.restore(ts)
+    assert not np.any(ts.coef) and ts.zero_coef
+    fresh = _l2_sgd("auto", max_iter=1, tol=None)
+    fresh.fit(X[:10], y[:10])
+    assert fresh._train_state.zero_coef is False and TrainingUndo(fresh._train_state).coef is not None

@@ -413,7 +413,8 @@ class BaseGD(BaseEstimator):
                 )
             ts = _solver.TrainState(coef=coef, opt_state=opt_state, rng=rng)
             if self.init == "zeros" and not warm:
-                ts.sq_norm = 0.0  # known without a pass over the (not yet touched) memory
+                # known without a pass over the (not yet touched) memory
+                ts.sq_norm, ts.zero_coef = 0.0, True
             self._trained_optimizer = optimizer
         else:
             if _optimizer_kind(optimizer) != _optimizer_kind(self._trained_optimizer):
