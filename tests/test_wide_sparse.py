@@ -341,3 +341,19 @@ def test_first_epoch_diverging_leaves_the_zero_initialisation_without_having_cop
     fresh = _l2_sgd("auto", max_iter=1, tol=None)
     fresh.fit(X[:10], y[:10])
     assert fresh._train_state.zero_coef is False and TrainingUndo(fresh._train_state).coef is not None
+
+
+@pytest.mark.parametrize("n_stored", [0, 1, 40])
+def test_scale_advice_on_wide_input_counts_only_the_stored_columns(n_stored):
+    from fastgd.linear_model._base import _column_sums_of_squares, scale_advice
+
+    rng = np.random.default_rng(0)
+    X = sp.random(20, P, density=n_stored / (20 * P), format="csr", random_state=0)
+    X.data = rng.choice([1e-3, 1.0, 50.0], size=X.nnz)  # spread 5e4: needs the per-column pass
+    sq, count = _column_sums_of_squares(X)
+    present = np.unique(X.indices)
+    np.testing.assert_allclose(sq, np.bincount(X.indices, weights=X.data ** 2, minlength=P)[present])
+    assert_array_equal(count, np.bincount(X.indices, minlength=P)[present])
+    rms = np.sqrt(sq / count)
+    expected_spread = max(rms.max(initial=1.0), 1.0) / min(rms.min(initial=1.0), 1.0)
+    assert (scale_advice(X) is None) == (expected_spread <= 30)

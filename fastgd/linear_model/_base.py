@@ -77,6 +77,8 @@ def _column_sums_of_squares(X):
     squares = np.square(X.data, dtype=np.float64)
     if X.nnz * 16 >= X.shape[1]:
         return np.bincount(X.indices, weights=squares, minlength=X.shape[1]), np.bincount(X.indices, minlength=X.shape[1])
+    if X.nnz == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.intp)
     order = np.argsort(X.indices, kind="stable")
     columns = X.indices[order]
     starts = np.flatnonzero(np.r_[True, columns[1:] != columns[:-1]])
