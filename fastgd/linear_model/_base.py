@@ -156,8 +156,10 @@ class _PublicParameters:
             return self.arrays[name]
         if self.ts is None:
             raise AttributeError(f"'{type(estimator).__name__}' object has no attribute '{name}'")
-        coef, intercept = estimator._coef_views(self.ts.parameters())
-        arrays = {"coef_": coef.copy(), "intercept_": intercept.copy(), **self.arrays}
+        coef, intercept = estimator._coef_views(self.ts.coef)
+        # (one pass: the scale is folded into the new array; the intercept row is unscaled)
+        coef = coef * self.ts.scale if self.ts.scale != 1.0 else coef.copy()
+        arrays = {"coef_": coef, "intercept_": intercept.copy(), **self.arrays}
         if self.ts.version == self.version:  # (a read in the middle of a training call is not kept)
             self.arrays = arrays
         return arrays[name]
