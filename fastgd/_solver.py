@@ -642,8 +642,11 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     def run_epoch(order):
         if threads is not None:
             return threads.epoch(backend, order, ts, codes, hp, s.batch_size)
+        if running is None:  # (problems of other kinds, such as Dask shards, take no running state)
+            return problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work, sparse_buffers,
+                                 chunked_buffers)
         return problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work, sparse_buffers,
-                             chunked_buffers, running)
+                             chunked_buffers, running=running)
 
     for _ in range(n_epochs):
         order = epoch_order(ts.rng, problem.train_idx, s.shuffle, problem.X) if shuffle else problem.train_idx
