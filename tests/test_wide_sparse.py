@@ -244,11 +244,12 @@ def test_running_scale_across_calls_matches_the_reference_backend(wide, backend,
     np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
 
 
-def test_coef_is_computed_on_first_read_and_then_behaves_as_an_attribute(wide):
+@pytest.mark.parametrize("backend", ["numba", "cython"])  # (the engines that keep a running scale)
+def test_coef_is_computed_on_first_read_and_then_behaves_as_an_attribute(wide, backend):
     from sklearn.exceptions import NotFittedError
 
     X, y = wide
-    model = _l2_sgd("auto", alpha=0.1)
+    model = _l2_sgd(backend, alpha=0.1)
     assert not hasattr(model, "coef_") and not hasattr(model, "intercept_")
     with pytest.raises(NotFittedError):
         model.predict(X[:3])
@@ -267,9 +268,10 @@ def test_coef_is_computed_on_first_read_and_then_behaves_as_an_attribute(wide):
     assert model.intercept_[0] == ts.coef[-1, 0]
 
 
-def test_warm_start_fit_continues_from_the_scaled_weights(wide):
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_warm_start_fit_continues_from_the_scaled_weights(wide, backend):
     X, y = wide
-    model = _l2_sgd("auto", alpha=0.1).partial_fit(X[:200], y[:200], classes=[0, 1])
+    model = _l2_sgd(backend, alpha=0.1).partial_fit(X[:200], y[:200], classes=[0, 1])
     assert model._train_state.scale < 0.5
     coef = model.coef_.copy()
     model.set_params(warm_start=True, learning_rate=1e-300, max_iter=1, tol=None)  # a step that changes nothing
