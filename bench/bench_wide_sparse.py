@@ -4,10 +4,12 @@
     PYTHONPATH=. python -m bench.bench_wide_sparse [--rows 20000] [--bits 21,24] [--repeats 5]
 
 User level (the estimator calls, validation included) next to kernel level (one call of the
-backend's ``epoch_csr`` on the same chunk, no driver). Same steps on both sides: per-sample
-SGD on the log loss, L2 ``alpha=1e-4``, constant learning rate 0.01. Interleaved repeats;
-medians. Also prints the work counters of one partial_fit chunk: the coordinate updates and
-catch-ups done, against nnz and n_features.
+backend's ``epoch_csr`` on the same chunk, no driver, with the running state the driver
+keeps between calls). Same steps on both sides: per-sample SGD on the log loss, L2
+``alpha=1e-4``, constant learning rate 0.01. Interleaved repeats; medians. fastgd computes
+``coef_`` when it is first read (scikit-learn writes it during ``fit``): "fit + read coef_"
+times that too. Also prints the work counters of one partial_fit chunk: the coordinate
+updates and catch-ups (per-coordinate folds) done, against nnz and n_features.
 """
 
 import argparse
@@ -49,7 +51,8 @@ def _partial_fit_per_chunk(make, X, y, repeats):
 
 
 def _kernel_epoch(backend_name, model, X, y):
-    """One ``epoch_csr`` call on ``X`` with the driver's arrays, timed alone."""
+    """One ``epoch_csr`` call on ``X`` with the driver's arrays (the running scale and sum of
+    squares it keeps between ``partial_fit`` calls included), timed alone."""
     from fastgd import _contract as C
     from fastgd._backends import get_backend
     from fastgd._solver import Problem
@@ -65,9 +68,10 @@ def _kernel_epoch(backend_name, model, X, y):
     order = np.random.default_rng(0).permutation(X.shape[0])
     grad = np.empty_like(coef)
     work = np.zeros((C.WORK_ROWS, 1))
+    running = np.array([ts.scale, ts.stored_sq_norm()])
     tic = time.perf_counter()
     backend.epoch_csr(X.data, X.indices, X.indptr, X.shape[1], y2, sw, order, coef, state, t, codes, hp, 1,
-                      grad, work, *bufs)
+                      grad, work, *bufs, running=running)
     return time.perf_counter() - tic, bufs[2]
 
 
@@ -87,11 +91,13 @@ def main(argv=None):
               f"coef {p * 8 / 1e6:.0f} MB", flush=True)
         fns = {f"fastgd[{b}]": (lambda b=b: _ours(b).fit(X, y)) for b in backends}
         fns["SGDClassifier"] = lambda: _theirs().fit(X, y)
+        fns.update({f"fastgd[{b}] fit + read coef_": (lambda b=b: _ours(b).fit(X, y).coef_) for b in backends})
         times = _common.alternate(fns, args.repeats, warmup=1)
         sk = np.median(times["SGDClassifier"])
         for name, ts in times.items():
             print(f"  fit, one epoch: {name:<16} {np.median(ts) * 1e3:8.2f} ms  (SGDClassifier / this: "
                   f"x{sk / np.median(ts):.2f})", flush=True)
+        times = {name: ts for name, ts in times.items() if not name.endswith("coef_")}
         per_chunk = {name: _partial_fit_per_chunk((lambda b=name[7:-1]: _ours(b)) if name != "SGDClassifier"
                                                   else _theirs, X, y, 1) for name in times}
         sk = per_chunk["SGDClassifier"]

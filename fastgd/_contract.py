@@ -247,11 +247,25 @@ def plain_sgd_per_sample(codes, hp, batch_size, n_outputs):
             and hp[H_MOMENTUM] == 0 and hp[H_CLIP] == 0)
 
 
+def csr_running_scale(codes, hp, batch_size, n_outputs):
+    """True when a CSR epoch takes the running-scale kernel (per-sample plain SGD, L2 only)."""
+    return plain_sgd_per_sample(codes, hp, batch_size, n_outputs) and hp[H_L1] == 0
+
+
+def csr_adagrad_per_sample(codes, hp, batch_size, n_outputs):
+    """True when a CSR epoch takes the per-sample AdaGrad kernel (batch size 1, one output, no
+    penalty, no clipping): a coordinate no row touches has a zero gradient and does not move,
+    so only the row's coordinates and their accumulators are read and written."""
+    return (batch_size == 1 and n_outputs == 1 and codes[C_OPTIMIZER] == OPT_ADAGRAD and hp[H_L2] == 0
+            and hp[H_L1] == 0 and hp[H_CLIP] == 0)
+
+
 def csr_needs_lazy_buffers(codes, hp, batch_size, n_outputs):
-    """False when a CSR epoch takes the running-scale kernel (per-sample plain SGD, L2 only),
-    which uses neither ``lazy_work`` nor ``index_work``: the driver then passes empty ones
+    """False when a CSR epoch takes the running-scale kernel or the per-sample AdaGrad one,
+    which use neither ``lazy_work`` nor ``index_work``: the driver then passes empty ones
     (for a million features that saves 40 MB of zeroed memory per fit)."""
-    return not (plain_sgd_per_sample(codes, hp, batch_size, n_outputs) and hp[H_L1] == 0)
+    return not (csr_running_scale(codes, hp, batch_size, n_outputs)
+                or csr_adagrad_per_sample(codes, hp, batch_size, n_outputs))
 
 
 def sparse_mode(codes, hp):
@@ -326,3 +340,15 @@ def check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, 
         raise ValueError(f"index_work has shape {index_work.shape}; need (2, {n_features + 1})")
     if counters.shape[0] < N_COUNTERS:
         raise ValueError(f"counters has {counters.shape[0]} entries; need {N_COUNTERS}")
+
+
+def check_running_state(running, needs_lazy):
+    """Raise ``ValueError`` unless ``running`` (``epoch_csr``'s optional running state) is
+    None, or, for the running-scale kernel (``needs_lazy`` False), two float64: a scale in
+    (0, 1] and a non-negative sum of squares."""
+    if running is None:
+        return
+    if (needs_lazy or running.shape != (2,) or running.dtype != "float64" or not 0.0 < running[0] <= 1.0
+            or not running[1] >= 0.0):
+        raise ValueError("running is for the running-scale kernel only (per-sample plain SGD with no L1, one "
+                         f"output): two float64, a scale in (0, 1] and a sum of squares; got {running!r}")

@@ -65,6 +65,39 @@ class TrainState:
     best_epoch_loss: float = np.inf
     best_epoch_params: tuple = None  # (coef, opt_state) at the start of that epoch
     sample_memory: np.ndarray = None  # SAGA: the stored gradient scalar of each sample, (n, K)
+    # The running scale of the CSR running-scale kernel, kept from one call to the next (see
+    # settle_scale): the weights are ``scale * coef[:-1]``, the intercept row unscaled.
+    # Folding it into ``coef`` costs O(n_features), so it is folded only when something needs
+    # the plain weights (parameters(), fold_scale()).
+    scale: float = 1.0
+    sq_norm: float = None  # sum of squares of coef[:-1] as stored, in float64 (None: unknown)
+    # coef is all zeros, as initialised and never trained: an undo needs no copy of it (on
+    # wide data that copy, or the gather of the touched rows, cost up to a quarter of an epoch)
+    zero_coef: bool = False
+    version: int = 0  # training calls so far: what a cache of the public parameters is valid for
+
+    def parameters(self):
+        """The parameters with the running scale folded in: ``coef`` itself when the scale is
+        1, else a scaled copy (O(n_features))."""
+        if self.scale == 1.0:
+            return self.coef
+        coef = self.coef.copy()
+        coef[:-1] *= self.scale
+        return coef
+
+    def fold_scale(self):
+        """Fold the running scale into ``coef`` in place (O(n_features), a no-op at scale 1)."""
+        if self.scale != 1.0:
+            self.coef[:-1] *= self.scale
+            self.scale = 1.0
+            self.sq_norm = None
+
+    def stored_sq_norm(self):
+        """``sq_norm``, computed (O(n_features)) when unknown."""
+        if self.sq_norm is None:
+            w = self.coef[:-1].ravel().astype(np.float64, copy=False)
+            self.sq_norm = float(np.dot(w, w))
+        return self.sq_norm
 
     def copy(self):
         """An independent copy: training the copy leaves this state (its random generator
@@ -80,6 +113,7 @@ class TrainState:
             best_epoch=self.best_epoch, best_epoch_loss=self.best_epoch_loss,
             best_epoch_params=None if self.best_epoch_params is None else tuple(a.copy() for a in self.best_epoch_params),
             sample_memory=None if self.sample_memory is None else self.sample_memory.copy(),
+            scale=self.scale, sq_norm=self.sq_norm, version=self.version, zero_coef=self.zero_coef,
         )
 
     def __getstate__(self):
@@ -162,7 +196,7 @@ class Problem:
         return grad, loss_sum
 
     def epoch(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers=None,
-              chunked_buffers=None):
+              chunked_buffers=None, running=None):
         if codes[C.C_OPTIMIZER] == C.OPT_SAGA:
             return self.saga_epoch(backend, order, ts, codes, hp, work)
         if chunked_buffers is not None:
@@ -170,6 +204,10 @@ class Problem:
                                                codes, hp, batch_size, grad, work, *chunked_buffers)
         if sp.issparse(self.X):
             X = self.X
+            if running is not None:  # the running-scale kernel's state kept between epochs (settle_scale)
+                return backend.epoch_csr(X.data, X.indices, X.indptr, X.shape[1], self.y, self.sw, order,
+                                         ts.coef, ts.opt_state, ts.t, codes, hp, batch_size, grad, work,
+                                         *sparse_buffers, running=running)
             return backend.epoch_csr(X.data, X.indices, X.indptr, X.shape[1], self.y, self.sw, order,
                                      ts.coef, ts.opt_state, ts.t, codes, hp, batch_size, grad, work,
                                      *sparse_buffers)
@@ -483,12 +521,19 @@ def _has_velocity(settings):
     return settings.codes[C.C_OPTIMIZER] == C.OPT_SGD and settings.hp[C.H_MOMENTUM] > 0
 
 
-def train(backend, problem, ts, settings, n_epochs, check_convergence=True, rollback=True):
+# ``train``'s default for ``rows``: find them with rollback_rows.
+FIND_ROWS = "find"
+
+
+def train(backend, problem, ts, settings, n_epochs, check_convergence=True, rollback=True, rows=FIND_ROWS):
     """Run up to ``n_epochs`` epochs on ``ts`` in place. Returns True if a convergence test
     stopped training. On divergence, restores the last finite epoch and raises
     (``rollback=False``: the caller undoes the whole call itself, with a :class:`TrainingUndo`
-    taken before it, and the epochs need no snapshot of their own)."""
+    taken before it, and the epochs need no snapshot of their own). ``rows``: what
+    :func:`rollback_rows` returns for this call, when the caller has it already."""
     s = settings
+    ts.version += 1
+    running_scale = settle_scale(backend, problem, ts, s, check_convergence)
     codes, hp = s.codes, s.hp
     s.rise_rtol = (max(RISE_RTOL_FULL_BATCH, 100 * float(np.finfo(ts.coef.dtype).eps))
                    if s.batch_size >= len(problem.train_idx) else RISE_RTOL_MINIBATCH)
@@ -506,9 +551,12 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True, roll
     if HogwildEpochs.applies(problem, s, K):
         threads = HogwildEpochs(backend, problem, s)
     try:
-        rows = rollback_rows(backend, problem, s, K) if threads is None else None
+        if threads is not None:
+            rows = None
+        elif isinstance(rows, str) and rows == FIND_ROWS:
+            rows = rollback_rows(backend, problem, s, K)
         return _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
-                             chunked_buffers, threads, rollback, rows)
+                             chunked_buffers, threads, rollback, rows, running_scale)
     finally:
         if threads is not None:
             threads.close()
@@ -528,9 +576,47 @@ def max_learning_rate(codes, hp):
     return hp[C.H_LR_SCALE] * eta0
 
 
-# Finding and gathering the touched rows costs about this many times a plain copy, per non-zero
-# (a sort of the column indices and a gather).
+# Gathering the touched rows (at random places of the model) costs about this many times a
+# plain copy, per non-zero.
 ROWS_SNAPSHOT_COST = 16
+
+# The running scale of plain SGD with L2 is folded into the weights (an O(n_features) pass)
+# when it may fall below exp(-SCALE_FOLD_MARGIN) (about 3e-5) within an epoch: far above the
+# kernels' own 1e-9 fold, which then never happens inside an epoch (so a diverged epoch has
+# changed only the rows it touched).
+SCALE_FOLD_MARGIN = 0.5 * math.log(1e9)
+
+
+def _epoch_log_shrink(problem, settings):
+    """An upper bound of ``-log`` of the product of the L2 shrink factors ``1 - lr * l2`` of
+    one epoch's steps (inf when a factor may be non-positive)."""
+    codes, hp = settings.codes, settings.hp
+    shrink = max_learning_rate(codes, hp) * hp[C.H_L2]
+    if not shrink < 1:
+        return math.inf
+    n_steps = -(-len(problem.train_idx) // settings.batch_size)
+    return n_steps * -math.log1p(-shrink)
+
+
+def settle_scale(backend, problem, ts, settings, check_convergence):
+    """Whether this call keeps the running scale of the CSR running-scale kernel (per-sample
+    plain SGD, L2 only) in ``ts.scale`` from epoch to epoch and call to call, instead of
+    folding it into every weight at the end of each epoch (an O(n_features) pass).
+
+    It is kept when nothing during the call reads the plain weights: no callbacks, progress
+    or path recording, no early stopping, no convergence test (they read or copy every
+    weight each epoch anyway). Otherwise, and when the scale may fall within
+    :data:`SCALE_FOLD_MARGIN` of the kernels' own fold during the coming epoch, the scale
+    is folded here. Call it before a :class:`TrainingUndo` of the call is taken: a fold
+    changes every row."""
+    s = settings
+    keep = (sp.issparse(problem.X) and getattr(backend, "CSR_RUNNING_SCALE", False)
+            and C.csr_running_scale(s.codes, s.hp, s.batch_size, ts.coef.shape[1])
+            and s.monitor is None and s.validation_score is None
+            and not (check_convergence and (s.backtrack or _has_stopping_test(s))))
+    if not keep or -math.log(ts.scale) + _epoch_log_shrink(problem, s) > SCALE_FOLD_MARGIN:
+        ts.fold_scale()
+    return keep
 
 
 def rollback_rows(backend, problem, settings, n_outputs):
@@ -558,33 +644,29 @@ def rollback_rows(backend, problem, settings, n_outputs):
     mode = C.sparse_mode(codes, hp)
     if mode == C.SPARSE_DENSE:
         return None
-    if mode == C.SPARSE_LAZY_EXACT and codes[C.C_OPTIMIZER] == C.OPT_SGD and hp[C.H_L2] > 0:
-        shrink = max_learning_rate(codes, hp) * hp[C.H_L2]
-        n_steps = -(-len(problem.train_idx) // settings.batch_size)
-        if not shrink < 1 or n_steps * -math.log1p(-shrink) > 0.5 * math.log(1e9):
-            return None
-    # sort-based: NumPy's hash-based np.unique took 100x longer on 240,000 column indices
-    columns = np.sort(problem.X.indices).astype(np.int64)
-    keep = np.empty(len(columns), dtype=bool)
-    keep[:1] = True
-    np.not_equal(columns[1:], columns[:-1], out=keep[1:])
-    return np.append(columns[keep], problem.X.shape[1])
+    if (mode == C.SPARSE_LAZY_EXACT and codes[C.C_OPTIMIZER] == C.OPT_SGD and hp[C.H_L2] > 0
+            and _epoch_log_shrink(problem, settings) > SCALE_FOLD_MARGIN):
+        return None
+    # Repeated columns are harmless (a row saved twice is restored twice to the same value),
+    # and a sort to remove them cost as much as the epoch itself on hashed features.
+    return np.append(problem.X.indices, problem.X.shape[1]).astype(np.intp, copy=False)
 
 
 class TrainingUndo:
     """What a training call changes in a :class:`TrainState`, saved before it, so that a
     failed call can be undone: the parameter and optimizer-state rows ``rows`` (all rows when
     None, see :func:`rollback_rows`), the step counter, the random generator's state, and the
-    bookkeeping (epoch count, learning curve, convergence and plateau counters)."""
+    bookkeeping (epoch count, learning curve, convergence and plateau counters). A model
+    still at its zeros initialisation is restored to zeros, not from a copy."""
 
     _FIELDS = ("n_iter", "best_loss", "best_validation_loss", "best_coef", "no_improvement")
 
     def __init__(self, ts, rows=None):
         self.rows = rows
-        if rows is None:
-            self.coef, self.state = ts.coef.copy(), ts.opt_state.copy()
-        else:
-            self.coef, self.state = ts.coef[rows], ts.opt_state[:, rows]
+        take = (lambda a: a.copy()) if rows is None else (lambda a: a[rows])
+        self.coef = None if ts.zero_coef else take(ts.coef)
+        self.state = ts.opt_state.copy() if rows is None else ts.opt_state[:, rows]
+        self.scale_state = ts.scale, ts.sq_norm, ts.version, ts.zero_coef
         self.t = ts.t.copy()
         self.sample_memory = None if ts.sample_memory is None else ts.sample_memory.copy()
         self.rng_state = ts.rng.bit_generator.state
@@ -594,11 +676,14 @@ class TrainingUndo:
         self.lengths = len(ts.loss_curve), len(ts.validation_scores)
 
     def restore_parameters(self, ts):
-        """Restore the parameters, the step counter and the random generator."""
+        """Restore the parameters (running scale included), the step counter and the random
+        generator."""
+        coef = 0.0 if self.coef is None else self.coef
         if self.rows is None:
-            ts.coef[...], ts.opt_state[...] = self.coef, self.state
+            ts.coef[...], ts.opt_state[...] = coef, self.state
         else:
-            ts.coef[self.rows], ts.opt_state[:, self.rows] = self.coef, self.state
+            ts.coef[self.rows], ts.opt_state[:, self.rows] = coef, self.state
+        ts.scale, ts.sq_norm, ts.version, ts.zero_coef = self.scale_state
         ts.t[...] = self.t
         ts.sample_memory = self.sample_memory
         ts.rng.bit_generator.state = self.rng_state
@@ -613,8 +698,12 @@ class TrainingUndo:
 
 
 def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, work, sparse_buffers,
-                  chunked_buffers, threads, rollback, rows):
+                  chunked_buffers, threads, rollback, rows, running_scale):
     codes, hp = s.codes, s.hp
+    # With the running scale kept (settle_scale) the penalty comes from the stored weights'
+    # sum of squares, which the kernel keeps up to date from the coordinates it steps: O(nnz),
+    # not a pass over every weight.
+    running = np.empty(2) if running_scale else None
     # Full-batch GD: the sample order only changes rounding, and data order reads memory
     # sequentially, so no permutation is drawn.
     shuffle = s.shuffle and s.batch_size < len(problem.train_idx)
@@ -628,8 +717,11 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     def run_epoch(order):
         if threads is not None:
             return threads.epoch(backend, order, ts, codes, hp, s.batch_size)
+        if running is None:  # (problems of other kinds, such as Dask shards, take no running state)
+            return problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work, sparse_buffers,
+                                 chunked_buffers)
         return problem.epoch(backend, order, ts, codes, hp, s.batch_size, grad, work, sparse_buffers,
-                             chunked_buffers)
+                             chunked_buffers, running=running)
 
     for _ in range(n_epochs):
         order = epoch_order(ts.rng, problem.train_idx, s.shuffle, problem.X) if shuffle else problem.train_idx
@@ -638,17 +730,25 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
         undo = TrainingUndo(ts, rows) if rollback else None
         start_coef = start_state = None
         if track_best:  # the epoch's starting point, kept if it turns out the best
-            if undo is not None and undo.rows is None:
+            if undo is not None and undo.rows is None and undo.coef is not None:
                 start_coef, start_state = undo.coef, undo.state
             else:
                 start_coef, start_state = ts.coef.copy(), ts.opt_state.copy()
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
-            penalty = penalty_value(ts.coef, hp[C.H_L2], hp[C.H_L1])  # at the epoch's start
+            if running_scale:  # (the running-scale kernel has no L1)
+                running[:] = ts.scale, ts.stored_sq_norm()
+                penalty = 0.5 * hp[C.H_L2] * ts.scale * ts.scale * ts.sq_norm if hp[C.H_L2] > 0 else 0.0
+            else:
+                penalty = penalty_value(ts.coef, hp[C.H_L2], hp[C.H_L1])  # at the epoch's start
         tic = time.perf_counter()
+        ts.zero_coef = False
         if s.monitor is not None and s.monitor.records_steps:
             status, loss_sum = s.monitor.run_epoch_by_steps(run_epoch, order, s.batch_size, ts.coef)
         else:
             status, loss_sum = run_epoch(order)
+        if running_scale:
+            # rounding may leave a sum of squares built from differences a hair below zero
+            ts.scale, ts.sq_norm = float(running[0]), max(float(running[1]), 0.0)
         if status in C.BAD_CODE_SLOTS:  # found before any work: nothing to restore
             what, slot = C.BAD_CODE_SLOTS[status]
             raise ValueError(f"the {getattr(backend, 'name', backend)} backend does not know {what} code "

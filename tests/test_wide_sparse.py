@@ -64,14 +64,14 @@ def test_divergent_sparse_partial_fit_keeps_the_previous_model(wide):
     model = LogisticRegression(optimizer="sgd", learning_rate=0.01, batch_size=1, random_state=0)
     model.partial_fit(X[:300], y[:300], classes=[0, 1])
     coef, intercept, t = model.coef_.copy(), model.intercept_.copy(), model.t_
-    state_coef = model._train_state.coef.copy()
+    state_coef = model._train_state.parameters().copy()
     model.set_params(learning_rate=1e300)
     with pytest.raises(DivergenceError):
         model.partial_fit(X[300:] * 1e300, y[300:])
     assert_array_equal(model.coef_, coef)
     assert_array_equal(model.intercept_, intercept)
     assert model.t_ == t
-    assert_array_equal(model._train_state.coef, state_coef)
+    assert_array_equal(model._train_state.parameters(), state_coef)
     model.set_params(learning_rate=0.01)
     model.partial_fit(X[300:], y[300:])  # continues from the kept state
     assert model.t_ == t + 300
@@ -125,7 +125,7 @@ def test_rollback_copies_only_the_touched_rows_when_nothing_else_can_change(wide
     for name in ("numba", "cython"):
         rows = rollback_rows(get_backend(name), problem, _settings(model, chunk), 1)
         if touched_only:
-            assert_array_equal(rows, np.append(np.unique(chunk.indices), P))
+            assert_array_equal(np.unique(rows), np.append(np.unique(chunk.indices), P))
         else:
             assert rows is None
     assert rollback_rows(get_backend("numpy"), problem, _settings(model, chunk), 1) is None
@@ -146,12 +146,216 @@ def test_divergence_in_the_last_step_leaves_every_untouched_weight_exactly(wide,
     X, y = wide
     model = LogisticRegression(learning_rate=0.5, batch_size=1, random_state=0, **params)
     model.partial_fit(X, y, classes=[0, 1])
-    before = model._train_state.coef.copy(), model._train_state.opt_state.copy(), model.t_
+    before = model._train_state.parameters().copy(), model._train_state.opt_state.copy(), model.t_
     col = int(X.indices[0])
     bad = sp.csr_matrix(([1e300], [col], [0, 1]), shape=(1, P))
     model.set_params(learning_rate=1e10)
     with pytest.raises(DivergenceError):
         model.partial_fit(bad, [1 - int(model.predict(bad)[0])])
-    assert_array_equal(model._train_state.coef, before[0])
+    assert_array_equal(model._train_state.parameters(), before[0])
     assert_array_equal(model._train_state.opt_state, before[1])
     assert model.t_ == before[2]
+
+
+# --- the running scale kept across partial_fit calls (plain per-sample SGD with L2) ----------
+
+def _spy_on_kernel_counters(monkeypatch):
+    """The work counters of every CSR kernel call the driver makes, as a growing list."""
+    from fastgd import _solver
+
+    seen = []
+    original = _solver.Problem.epoch
+
+    def epoch(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers=None,
+              chunked_buffers=None, running=None):
+        result = original(self, backend, order, ts, codes, hp, batch_size, grad, work, sparse_buffers,
+                          chunked_buffers, running)
+        seen.append(sparse_buffers[2].copy())
+        return result
+
+    monkeypatch.setattr(_solver.Problem, "epoch", epoch)
+    return seen
+
+
+def _l2_sgd(backend, **params):
+    kw = dict(optimizer="sgd", learning_rate=0.05, batch_size=1, penalty="l2", alpha=1e-3, random_state=0,
+              backend=backend)
+    kw.update(params)
+    return LogisticRegression(**kw)
+
+
+# the two per-sample paths that touch only the rows' coordinates: plain SGD with L2 (its
+# shrink a running scale) and AdaGrad without a penalty (untouched coordinates do not move)
+PER_ROW_PATHS = [dict(), dict(optimizer="adagrad", penalty=None)]
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("params", PER_ROW_PATHS)
+def test_partial_fit_does_work_proportional_to_nnz_only(wide, backend, params, monkeypatch):
+    X, y = wide
+    wider = sp.hstack([X, sp.csr_matrix((X.shape[0], 3 * P))], format="csr")
+    seen = _spy_on_kernel_counters(monkeypatch)
+    for data in (X, wider):
+        model = _l2_sgd(backend, **params)
+        for Xc, yc in _chunks(data, y):
+            model.partial_fit(Xc, yc, classes=[0, 1])
+            assert list(seen[-1]) == [Xc.nnz + Xc.shape[0], 0]  # (updates, catch-ups): no fold, no catch-up
+        if model.optimizer == "sgd":
+            assert model._train_state.scale < 0.99  # the L2 shrink is still pending: never folded
+    n_calls = len(_chunks(X, y))
+    assert_array_equal(seen[:n_calls], seen[n_calls:])
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("params", PER_ROW_PATHS)
+def test_partial_fit_allocates_nothing_the_size_of_the_model(backend, params):
+    import tracemalloc
+
+    p = 1 << 20  # an 8 MB model
+    X, y, _ = make_sparse_classification(400, p, 12, random_state=1)
+    model = _l2_sgd(backend, **params).partial_fit(X[:200], y[:200], classes=[0, 1])
+    tracemalloc.start()
+    try:
+        for Xc, yc in _chunks(X[200:], y[200:]):
+            model.partial_fit(Xc, yc)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < p * 8 / 16  # a copy or scratch array of the weights would be 8 MB
+    assert model.coef_.shape == (1, p)  # (read after the measurement: computed on first read)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("alpha", [1e-4, 1.0])  # 1.0: the scale is folded every other call
+def test_running_scale_across_calls_matches_the_reference_backend(wide, backend, alpha):
+    X, y = wide
+    ours, reference = _l2_sgd(backend, alpha=alpha), _l2_sgd("numpy", alpha=alpha)
+    scales = []
+    for Xc, yc in _chunks(X, y):
+        ours.partial_fit(Xc, yc, classes=[0, 1])
+        reference.partial_fit(Xc, yc, classes=[0, 1])
+        scales.append(ours._train_state.scale)
+    if alpha > 0.1:
+        assert any(b > a for a, b in zip(scales, scales[1:]))  # folded at least once between calls
+    assert scales[-1] < 1.0
+    np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(ours.intercept_, reference.intercept_, rtol=1e-10)
+    # the penalty from the kernel's running sum of squares, against a full pass in the reference
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])  # (the engines that keep a running scale)
+def test_coef_is_computed_on_first_read_and_then_behaves_as_an_attribute(wide, backend):
+    from sklearn.exceptions import NotFittedError
+
+    X, y = wide
+    model = _l2_sgd(backend, alpha=0.1)
+    assert not hasattr(model, "coef_") and not hasattr(model, "intercept_")
+    with pytest.raises(NotFittedError):
+        model.predict(X[:3])
+    model.partial_fit(X[:200], y[:200], classes=[0, 1])
+    ts = model._train_state
+    assert ts.scale < 0.5  # stored weights and model weights differ
+    assert_array_equal(model.coef_, (ts.coef[:-1] * ts.scale).T)
+    assert model.coef_ is model.coef_ and "coef_" not in vars(model)
+    model.coef_[0, :] *= 2.0  # in-place edits stay and predict with the edited model
+    np.testing.assert_allclose(model.decision_function(X[:50]),
+                               X[:50] @ (2.0 * ts.coef[:-1, 0] * ts.scale) + model.intercept_, rtol=1e-12)
+    model.intercept_ = np.array([5.0])
+    assert model.intercept_[0] == 5.0 and model.coef_[0, 0] == 2.0 * ts.coef[0, 0] * ts.scale
+    model.partial_fit(X[200:300], y[200:300])  # training publishes its own parameters again
+    assert_array_equal(model.coef_, (ts.coef[:-1] * ts.scale).T)
+    assert model.intercept_[0] == ts.coef[-1, 0]
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_warm_start_fit_continues_from_the_scaled_weights(wide, backend):
+    X, y = wide
+    model = _l2_sgd(backend, alpha=0.1).partial_fit(X[:200], y[:200], classes=[0, 1])
+    assert model._train_state.scale < 0.5
+    coef = model.coef_.copy()
+    model.set_params(warm_start=True, learning_rate=1e-300, max_iter=1, tol=None)  # a step that changes nothing
+    model.fit(X[:200], y[:200])
+    np.testing.assert_allclose(model.coef_, coef, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_kernel_refuses_a_running_state_it_cannot_use(wide, backend):
+    X, y = wide
+    chunk = X[:10]
+    y2 = y[:10].reshape(-1, 1).astype(np.float64)
+    for params, running, match in [
+        (dict(penalty="l1"), np.array([1.0, 0.0]), "running-scale kernel only"),  # the lazy-map kernel
+        (dict(), np.array([0.0, 0.0]), "scale in"),
+        (dict(), np.array([1.0]), "two float64"),
+    ]:
+        model = _l2_sgd(backend, **params).partial_fit(chunk, y[:10], classes=[0, 1])
+        codes, hp = model._kernel_arrays(10)
+        problem = Problem(X=chunk, y=y2, sw=np.ones(10), train_idx=np.arange(10, dtype=np.int64))
+        coef = model._train_state.coef.copy()
+        with pytest.raises(ValueError, match=match):
+            get_backend(backend).epoch_csr(
+                chunk.data, chunk.indices, chunk.indptr, P, y2, problem.sw, problem.train_idx, coef,
+                model._train_state.opt_state, np.zeros(1, np.int64), codes, hp, 1, np.zeros_like(coef),
+                np.zeros((C.WORK_ROWS, 1)), *problem.sparse_buffers(codes, hp, 1, 1), running=running)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+def test_per_sample_adagrad_matches_the_reference_backend(wide, backend, dtype, rtol):
+    X, y = wide
+    X = X.astype(dtype)
+    ours, reference = (_l2_sgd(b, optimizer="adagrad", penalty=None, learning_rate=0.1) for b in (backend, "numpy"))
+    for Xc, yc in _chunks(X, y):
+        ours.partial_fit(Xc, yc, classes=[0, 1])
+        reference.partial_fit(Xc, yc, classes=[0, 1])
+    # (float32: rounding differences are relative to the largest values, not to each entry)
+    scale = np.abs(reference.coef_).max() if dtype == np.float32 else 0.0
+    np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=rtol, atol=rtol * scale)
+    np.testing.assert_allclose(ours.intercept_, reference.intercept_, rtol=rtol)
+    state = reference._train_state.opt_state
+    np.testing.assert_allclose(ours._train_state.opt_state, state, rtol=rtol,
+                               atol=rtol * np.abs(state).max() if dtype == np.float32 else 0.0)
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=rtol)
+
+
+@pytest.mark.parametrize("params", [dict(), dict(optimizer="adagrad", penalty=None)])
+def test_first_epoch_diverging_leaves_the_zero_initialisation_without_having_copied_it(wide, params):
+    from fastgd._solver import TrainingUndo
+
+    X, y = wide
+    model = _l2_sgd("auto", learning_rate=1e300, **params)
+    with pytest.raises(DivergenceError):
+        model.fit(X * 1e300, y)
+    assert model.n_iter_ == 0 and model.t_ == 0
+    assert not np.any(model.coef_) and not np.any(model.intercept_)
+    assert_array_equal(model._train_state.parameters(), 0.0)
+    # the undo of a model still at its zeros keeps no copy of the weights, and one trained does
+    from fastgd._solver import TrainState
+
+    ts = TrainState(coef=np.zeros((P + 1, 1)), opt_state=np.zeros((0, P + 1, 1)), rng=np.random.default_rng(0),
+                    zero_coef=True)
+    undo = TrainingUndo(ts, np.array([5, P]))
+    assert undo.coef is None
+    ts.coef[[5, P]], ts.zero_coef = 3.0, False
+    undo.restore(ts)
+    assert not np.any(ts.coef) and ts.zero_coef
+    fresh = _l2_sgd("auto", max_iter=1, tol=None)
+    fresh.fit(X[:10], y[:10])
+    assert fresh._train_state.zero_coef is False and TrainingUndo(fresh._train_state).coef is not None
+
+
+@pytest.mark.parametrize("n_stored", [0, 1, 40])
+def test_scale_advice_on_wide_input_counts_only_the_stored_columns(n_stored):
+    from fastgd.linear_model._base import _column_sums_of_squares, scale_advice
+
+    rng = np.random.default_rng(0)
+    X = sp.random(20, P, density=n_stored / (20 * P), format="csr", random_state=0)
+    X.data = rng.choice([1e-3, 1.0, 50.0], size=X.nnz)  # spread 5e4: needs the per-column pass
+    sq, count = _column_sums_of_squares(X)
+    present = np.unique(X.indices)
+    np.testing.assert_allclose(sq, np.bincount(X.indices, weights=X.data ** 2, minlength=P)[present])
+    assert_array_equal(count, np.bincount(X.indices, minlength=P)[present])
+    rms = np.sqrt(sq / count)
+    expected_spread = max(rms.max(initial=1.0), 1.0) / min(rms.min(initial=1.0), 1.0)
+    assert (scale_advice(X) is None) == (expected_spread <= 30)

@@ -65,7 +65,8 @@ _C_LOSS, _C_OPT, _C_NEST, _C_AMS = C.C_LOSS, C.C_OPTIMIZER, C.C_NESTEROV, C.C_AM
 _C_SCHED, _C_UNIT = C.C_SCHEDULE, C.C_SCHEDULE_UNIT
 _LOSS_SQUARED = C.LOSS_SQUARED
 _OPT_RMSPROP, _OPT_SGD = C.OPT_RMSPROP, C.OPT_SGD
-_H_L2, _H_L1, _H_RHO = C.H_L2, C.H_L1, C.H_RHO
+_H_L2, _H_L1, _H_RHO, _H_EPS = C.H_L2, C.H_L1, C.H_RHO, C.H_EPS
+_S_SUM = C.S_SUM
 _OK, _NONFINITE = C.STATUS_OK, C.STATUS_NONFINITE
 
 
@@ -717,28 +718,53 @@ _SCALE_BELOW = 1e-9  # fold the running scale into the weights before it loses p
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters):
+def _scale_all(v, p, f):
+    """Multiply ``v[:p]`` by ``f`` (folding a running scale); returns their new sum of squares."""
+    sq = 0.0
+    for c in range(p):
+        v[c] *= f
+        sq += float(v[c]) * float(v[c])
+    return sq
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters, running,
+                          keep_running):
     """Per-sample plain SGD with L2 and no L1, one output, on CSR rows: the closed form of the
     untouched coordinates' shrinking is a running product, kept as one scalar. During the
     epoch the weights are ``S * v`` (``v`` stored in ``coef``, the intercept unscaled); a step
     multiplies ``S`` by ``a = 1 - lr * l2`` and moves only the row's coordinates,
     ``v_c -= lr * s * dloss * x_c / S``: the same model as the dense step, O(nnz) per step and
     no per-coordinate bookkeeping (the working set is the weights alone). ``S`` is folded
-    into ``v`` when it falls below 1e-9, at a non-positive ``a``, and at the end of the epoch."""
-    (data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters) = _borrowed(
-        data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters)
+    into ``v`` when it falls below 1e-9, at a non-positive ``a``, and at the end of the epoch.
+
+    With ``keep_running`` the epoch starts from ``running = (S, sum of squares of v)`` and
+    leaves its own there instead of the end-of-epoch fold, the sum of squares kept up to date
+    from the stepped coordinates (the penalty's value at O(nnz)); the weights' finiteness is
+    then followed through the stepped values, not checked by a pass over all of them."""
+    (data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters, running) = _borrowed(
+        data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters, running)
     p = coef.shape[0] - 1
     v = coef.reshape(p + 1)
     dt = v.dtype.type
     loss_code = codes[_C_LOSS]
     l2 = hp[_H_L2]
-    S = 1.0
+    S = running[0] if keep_running else 1.0
+    sq = running[1] if keep_running else 0.0
+    probe = 0.0  # stays 0 while every stepped value is finite (inf - inf is NaN)
     loss_sum = 0.0
     n_steps = order.shape[0]
     step_t = t[0]  # the step clock and the update count, kept in registers
     updates = 0
+    half = PREFETCH_AHEAD // 2
     for j in range(n_steps):
         _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps)
+        if j + half < n_steps:
+            # the weights of the row half as far ahead (its column indices were asked for
+            # PREFETCH_AHEAD // 2 samples ago): on wide hashed features each is a cache miss
+            q = _u(order[j + half])
+            for ptr in range(_u(indptr[q]), _u(indptr[q + _U1])):
+                _prefetch(v, _u(indices[ptr]))
         # indices are unsigned (_u): Numba adds no negative-index wraparound to each access
         i = _u(order[j])
         lo = _u(indptr[i])
@@ -760,40 +786,114 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
         if not np.isfinite(loss):
             t[0] = step_t
             counters[_COUNT_UPDATES] += updates
+            running[0] = S
+            running[1] = sq
             return _NONFINITE, loss_sum
         lr = learning_rate(codes, hp, step_t)
         cg = lr * d * sw[i]
         a = 1.0 - lr * l2
         if a <= 0.0:  # lr * l2 >= 1 flips signs: apply the shrink to every weight now
-            f = dt(S * a)
-            for c in range(p):
-                v[c] *= f
+            sq = _scale_all(v, p, dt(S * a))
             counters[_COUNT_CATCHUPS] += p
             S = 1.0
         else:
             S *= a
         step = dt(cg / S)
         for ptr in range(lo, hi):
-            v[_u(indices[ptr])] -= step * data[ptr]
+            c = _u(indices[ptr])
+            old = float(v[c])
+            v[c] -= step * data[ptr]
+            new = float(v[c])
+            sq += new * new - old * old
+            probe += new - new
         v[p] -= dt(cg)
         updates += np.int64(hi - lo) + 1
         if S < _SCALE_BELOW:
-            f = dt(S)
-            for c in range(p):
-                v[c] *= f
+            sq = _scale_all(v, p, dt(S))
             counters[_COUNT_CATCHUPS] += p
             S = 1.0
         step_t += 1
     t[0] = step_t
     counters[_COUNT_UPDATES] += updates
+    if keep_running:
+        running[0] = S
+        running[1] = sq
+        return (_OK if probe == 0.0 and np.isfinite(v[p]) else _NONFINITE), loss_sum
     if not _all_finite(coef):  # before the fold: a diverged epoch leaves untouched weights as they were
         return _NONFINITE, loss_sum
     if S != 1.0:
-        f = dt(S)
-        for c in range(p):
-            v[c] *= f
+        _scale_all(v, p, dt(S))
         counters[_COUNT_CATCHUPS] += p
     return _OK, loss_sum
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _epoch_csr_adagrad(data, indices, indptr, y, sw, order, coef, state, t, codes, hp, counters):
+    """Per-sample AdaGrad with one output and no penalty or clipping, on CSR rows: a
+    coordinate the row does not touch has a zero gradient, so neither it nor its accumulator
+    moves, and a step reads and writes only the row's weights and accumulators (the state's
+    sum slot), with the rule of the shared ``_adagrad_span``. No buffer, no per-epoch pass
+    over the coordinates: the weights' finiteness is followed through the stepped values."""
+    (data, indices, indptr, y, sw, order, coef, state, t, codes, hp, counters) = _borrowed(
+        data, indices, indptr, y, sw, order, coef, state, t, codes, hp, counters)
+    p = coef.shape[0] - 1
+    w = coef.reshape(p + 1)
+    acc_sq = state[_S_SUM].reshape(p + 1)
+    dt = w.dtype.type
+    loss_code = codes[_C_LOSS]
+    eps = hp[_H_EPS]
+    probe = 0.0  # stays 0 while every stepped value is finite (inf - inf is NaN)
+    loss_sum = 0.0
+    n_steps = order.shape[0]
+    step_t = t[0]
+    updates = 0
+    half = PREFETCH_AHEAD // 2
+    for j in range(n_steps):
+        _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps)
+        if j + half < n_steps:
+            q = _u(order[j + half])
+            for ptr in range(_u(indptr[q]), _u(indptr[q + _U1])):
+                _prefetch(w, _u(indices[ptr]))
+                _prefetch(acc_sq, _u(indices[ptr]))
+        i = _u(order[j])
+        lo = _u(indptr[i])
+        hi = _u(indptr[i + _U1])
+        acc0 = dt(0.0)
+        acc1 = dt(0.0)
+        ptr = lo
+        while ptr + _U1 < hi:
+            acc0 += data[ptr] * w[_u(indices[ptr])]
+            acc1 += data[ptr + _U1] * w[_u(indices[ptr + _U1])]
+            ptr += _U2
+        if ptr < hi:
+            acc0 += data[ptr] * w[_u(indices[ptr])]
+        loss, dloss = _loss_1(loss_code, dt((acc0 + acc1) + w[p]), y[i, 0], hp)
+        loss *= sw[i]
+        loss_sum += loss
+        if not np.isfinite(loss):
+            t[0] = step_t
+            counters[_COUNT_UPDATES] += updates
+            return _NONFINITE, loss_sum
+        lr = learning_rate(codes, hp, step_t)
+        d = dt(dloss) * sw[i]  # (rounded as the general kernel's gradient buffer holds it)
+        for ptr in range(lo, hi):
+            c = _u(indices[ptr])
+            gq = float(data[ptr] * d)
+            sq = float(acc_sq[c]) + gq * gq
+            acc_sq[c] = sq
+            new = float(w[c]) - lr * gq / (np.sqrt(sq) + eps)
+            w[c] = new
+            probe += new - new
+        gq = float(d)
+        sq = float(acc_sq[p]) + gq * gq
+        acc_sq[p] = sq
+        w[p] = float(w[p]) - lr * gq / (np.sqrt(sq) + eps)
+        updates += np.int64(hi - lo) + 1
+        step_t += 1
+    t[0] = step_t
+    counters[_COUNT_UPDATES] += updates
+    finite = probe == 0.0 and np.isfinite(w[p]) and np.isfinite(acc_sq[p])
+    return (_OK if finite else _NONFINITE), loss_sum
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
@@ -875,21 +975,30 @@ def _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, co
 
 
 def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, codes, hp,
-              batch_size, grad, work, lazy_work, index_work, counters):
+              batch_size, grad, work, lazy_work, index_work, counters, running=None):
     """One epoch on CSR parts (the contract of :mod:`fastgd._contract`): the same mathematics
     as the dense epoch, at O(nnz) per step where :func:`fastgd._contract.sparse_mode` allows it. Rows must be
     canonical (no duplicate column in a row; the estimators ensure it). As for dense input,
     the per-sample plain-SGD kernels (L2 only: a running scale; with L1: per-coordinate
-    shrink maps) and the general one are compiled separately."""
+    shrink maps) and the general one are compiled separately. ``running`` (only for the
+    running-scale kernel, see ``CSR_RUNNING_SCALE``): two float64, ``(S, sum of squares of
+    coef[:-1])``; the weights are ``S * coef[:-1]`` on entry and on return, both values kept
+    up to date at O(nnz)."""
     status = _entry_check(indptr.shape[0] - 1, n_features, y, sw, coef, state, t, codes, hp, batch_size, grad,
                           work)
     needs_lazy = C.csr_needs_lazy_buffers(codes, hp, batch_size, coef.shape[1])
     C.check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, counters, needs_lazy)
+    C.check_running_state(running, not C.csr_running_scale(codes, hp, batch_size, coef.shape[1]))
     if status != _OK:
         return status, 0.0
-    if not needs_lazy:
+    if C.csr_adagrad_per_sample(codes, hp, batch_size, coef.shape[1]):
+        status, loss_sum = _epoch_csr_adagrad(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
+                                              counters)
+    elif not needs_lazy:
+        keep_running = running is not None
         status, loss_sum = _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, hp,
-                                                 work[0], work[1], counters)
+                                                 work[0], work[1], counters,
+                                                 running if keep_running else np.ones(2), keep_running)
     elif C.plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
         _start_lazy_epoch(coef, t, lazy_work, index_work[0])
         status, loss_sum = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
@@ -907,6 +1016,9 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
 # loss: a diverged CSR epoch has changed only the coordinates its rows touch (and the
 # intercept), so the driver may snapshot just those (fastgd._solver.rollback_rows).
 CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = True
+# epoch_csr takes ``running``: the running-scale kernel's scale (and the stored weights' sum of
+# squares) kept between calls (fastgd._solver.settle_scale).
+CSR_RUNNING_SCALE = True
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

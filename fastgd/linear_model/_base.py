@@ -49,9 +49,14 @@ def scale_advice(X):
     with np.errstate(over="ignore", invalid="ignore"):  # values beyond 1e154: an inf spread warns
         if sp.issparse(X):
             # Over each column's stored entries: a rare feature is not a badly scaled one (and
-            # sparse columns are not standardised, which would fill them in).
-            sq = np.bincount(X.indices, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[1])
-            count = np.bincount(X.indices, minlength=X.shape[1])
+            # sparse columns are not standardised, which would fill them in). Each column's
+            # value lies between the smallest and the largest magnitude of its stored entries:
+            # when those (with the intercept's 1) are close enough, no column needs counting.
+            magnitudes = np.abs(X.data)
+            if X.nnz and magnitudes.min() > 0 and (
+                    max(magnitudes.max(), 1.0) / min(magnitudes.min(), 1.0) <= SCALE_SPREAD_WARNING):
+                return None
+            sq, count = _column_sums_of_squares(X)
             rms = np.sqrt(sq / np.maximum(count, 1))
         else:
             sq = np.einsum("ij,ij->j", X, X, dtype=np.float64)
@@ -64,6 +69,21 @@ def scale_advice(X):
     return (f"standardise the features (their root-mean-square values, with the intercept's "
             f"1, span a factor of {spread:.3g}, which makes gradient descent slow), e.g. "
             f"make_pipeline({scaler}, estimator)")
+
+
+def _column_sums_of_squares(X):
+    """Per column of CSR ``X`` that has stored entries: the sum of their squares (float64)
+    and their count. O(nnz log nnz) through a sort when the columns far outnumber the stored
+    entries (hashed features), not the O(n_features) of a count over every column."""
+    squares = np.square(X.data, dtype=np.float64)
+    if X.nnz * 16 >= X.shape[1]:
+        return np.bincount(X.indices, weights=squares, minlength=X.shape[1]), np.bincount(X.indices, minlength=X.shape[1])
+    if X.nnz == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.intp)
+    order = np.argsort(X.indices, kind="stable")
+    columns = X.indices[order]
+    starts = np.flatnonzero(np.r_[True, columns[1:] != columns[:-1]])
+    return np.add.reduceat(squares[order], starts), np.diff(np.r_[starts, X.nnz])
 
 
 # One lock per estimator instance, held by fit and partial_fit: an instance is not meant for
@@ -117,6 +137,56 @@ def _margins_rescaled(X, W, b):
     return z * row_scale[:, None] * w_scale
 
 
+class _PublicParameters:
+    """``coef_`` and ``intercept_`` of a training state, computed when first read.
+
+    Training on sparse input may keep the weights as a running scale times the stored
+    vector (:meth:`fastgd._solver.TrainState.parameters`), and a ``partial_fit`` call costs
+    O(nnz) only if it does not also copy (and fold) the whole model into ``coef_``: the
+    copy is made here on the first read after a training call, then kept, so that reads
+    are cheap and in-place edits of ``coef_`` stay (until the next training call, as before).
+    A value assigned to ``coef_`` or ``intercept_`` replaces the computed one."""
+
+    def __init__(self, ts):
+        self.ts = ts
+        self.version = None if ts is None else ts.version
+        self.arrays = {}
+
+    def get(self, estimator, name):
+        if name in self.arrays:
+            return self.arrays[name]
+        if self.ts is None:
+            raise AttributeError(f"'{type(estimator).__name__}' object has no attribute '{name}'")
+        coef, intercept = estimator._coef_views(self.ts.coef)
+        # (one pass: the scale is folded into the new array; the intercept row is unscaled)
+        coef = coef * self.ts.scale if self.ts.scale != 1.0 else coef.copy()
+        arrays = {"coef_": coef, "intercept_": intercept.copy(), **self.arrays}
+        if self.ts.version == self.version:  # (a read in the middle of a training call is not kept)
+            self.arrays = arrays
+        return arrays[name]
+
+    def set(self, estimator, name, value):
+        if self.ts is not None:
+            for other in ("coef_", "intercept_"):
+                self.get(estimator, other)
+        self.arrays = {**self.arrays, name: value}
+
+
+def _public_parameter(name, doc):
+    def get(self):
+        public = self.__dict__.get("_public_parameters")
+        if public is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        return public.get(self, name)
+
+    def set(self, value):
+        if "_public_parameters" not in self.__dict__:
+            self._public_parameters = _PublicParameters(None)
+        self._public_parameters.set(self, name, value)
+
+    return property(get, set, doc=doc)
+
+
 class BaseGD(BaseEstimator):
     """Base class of :class:`~fastgd.LinearRegression` and :class:`~fastgd.LogisticRegression`.
 
@@ -157,6 +227,9 @@ class BaseGD(BaseEstimator):
     # loss; the scikit-learn drop-ins set it on the engines they train other losses with.
     _loss_param = 0.0
 
+    coef_ = _public_parameter("coef_", "Weights, computed from the training state when first read.")
+    intercept_ = _public_parameter("intercept_", "Intercepts, computed from the training state when first read.")
+
     # --- subclass hooks ----------------------------------------------------------------
     def _validate_targets(self, X, y, first, classes):
         """Validate and encode ``y``: returns ``(y2, class_sample_weight_or_None)`` and
@@ -169,10 +242,10 @@ class BaseGD(BaseEstimator):
         ``(n_outputs,)``."""
         return coef[:-1].T, coef[-1]
 
-    def _publish_coef(self, coef):
-        c, b = self._coef_views(coef)
-        self.coef_ = c.copy()
-        self.intercept_ = b.copy()
+    def _publish_coef(self, ts):
+        """``coef_`` and ``intercept_`` from ``ts``, computed when first read (see
+        :class:`_PublicParameters`)."""
+        self._public_parameters = _PublicParameters(ts)
 
     def _validation_loss(self, z, y2, sw):
         """Early-stopping signal: the weighted mean loss of margins ``z`` on held-out targets
@@ -332,6 +405,8 @@ class BaseGD(BaseEstimator):
 
     def _fit_unguarded(self, X, y, sample_weight, incremental, classes):
         if _distributed.is_dask_collection(X, y, sample_weight):  # train where the blocks are
+            if hasattr(self, "_train_state"):  # (a warm start there reads the plain weights)
+                self._train_state.fold_scale()
             return _distributed.fit(self, X, y, sample_weight, incremental=incremental)
         fitted = hasattr(self, "_train_state")
         first = not (incremental and fitted)
@@ -357,8 +432,9 @@ class BaseGD(BaseEstimator):
 
         if first:
             rng = make_rng(self.random_state)
-            if self.warm_start and fitted and not incremental and self._train_state.coef.shape == (p + 1, K):
-                coef = self._train_state.coef.astype(X.dtype, copy=True)
+            warm = self.warm_start and fitted and not incremental and self._train_state.coef.shape == (p + 1, K)
+            if warm:
+                coef = self._train_state.parameters().astype(X.dtype, copy=True)
             else:
                 coef = self._init_coef(p, K, X.dtype, rng)
             with np.errstate(over="ignore"):
@@ -369,6 +445,9 @@ class BaseGD(BaseEstimator):
                     "use a smaller initial value or float64 X."
                 )
             ts = _solver.TrainState(coef=coef, opt_state=opt_state, rng=rng)
+            if self.init == "zeros" and not warm:
+                # known without a pass over the (not yet touched) memory
+                ts.sq_norm, ts.zero_coef = 0.0, True
             self._trained_optimizer = optimizer
         else:
             if _optimizer_kind(optimizer) != _optimizer_kind(self._trained_optimizer):
@@ -422,10 +501,15 @@ class BaseGD(BaseEstimator):
         # Continuing a fitted model, the state is trained in place and the whole call undone on
         # any failure (O(nnz) on sparse input, see _solver.rollback_rows): on divergence the
         # estimator keeps the state it had before the call.
-        undo = None if first else _solver.TrainingUndo(ts, _solver.rollback_rows(backend, problem, settings, K))
+        rows = _solver.FIND_ROWS
+        undo = None
+        if not first:  # (the scale is settled first: folding it changes every row)
+            _solver.settle_scale(backend, problem, ts, settings, check_convergence=not incremental)
+            rows = _solver.rollback_rows(backend, problem, settings, K)
+            undo = _solver.TrainingUndo(ts, rows)
         try:
             converged = _solver.train(backend, problem, ts, settings, n_epochs, check_convergence=not incremental,
-                                      rollback=first)
+                                      rollback=first, rows=rows)
             if not incremental:
                 def objective(coef):
                     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is a rise (inf)
@@ -508,7 +592,7 @@ class BaseGD(BaseEstimator):
         """Copy a training state into the public fitted attributes."""
         self._train_state = ts
         self._dtype = dtype
-        self._publish_coef(ts.coef)
+        self._publish_coef(ts)
         self.n_iter_ = ts.n_iter
         self.t_ = int(ts.t[0])
         self.loss_curve_ = list(ts.loss_curve)

@@ -883,21 +883,30 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
                                const floating[:, :] y, const floating[:] sw, const int64_t* order,
                                Py_ssize_t n_steps, floating* w, Py_ssize_t p, int64_t[:] t,
                                const Params* P, floating* z, floating* dz, int64_t* counters,
-                               double* loss_sum) noexcept nogil:
+                               double* loss_sum, double* running) noexcept nogil:
     """Per-sample plain SGD with L2 and no L1, one output, on CSR rows: the untouched
     coordinates' shrinking is a running product, kept as one scalar ``S``. The weights are
     ``S * w`` during the epoch (the intercept unscaled); a step multiplies ``S`` by
     ``a = 1 - lr * l2`` and moves only the row's coordinates by ``lr * s * dloss * x_c / S``.
     ``S`` is folded into ``w`` below 1e-9, at a non-positive ``a`` and at the end of the epoch
-    (Numba's ``_epoch_csr_scaled_sgd``, the same arithmetic). The CSR parts and the order are
-    raw pointers to contiguous arrays: indexing through strided memoryviews in these two
-    loops cost a third of the epoch (measured 72 ms against 55 ms for the same loop on
-    pointers, 200,000 x 20,000 CSR)."""
+    (Numba's ``_epoch_csr_scaled_sgd``, the same arithmetic).
+
+    With ``running`` (not NULL: ``(S, sum of squares of the stored w)``) the epoch starts
+    from that ``S`` and leaves its own there instead of the end-of-epoch fold, and keeps the
+    sum of squares up to date from the coordinates it steps (the penalty's value at O(nnz));
+    the weights' finiteness is then followed through the stepped values, not checked by a
+    pass over all of them.
+
+    The CSR parts and the order are raw pointers to contiguous arrays: indexing through
+    strided memoryviews in these two loops cost a third of the epoch (measured 72 ms against
+    55 ms for the same loop on pointers, 200,000 x 20,000 CSR)."""
     cdef Py_ssize_t ystride = y.strides[1]
     cdef Py_ssize_t j, i, q, lo, hi, ptr, c
     cdef int64_t step = t[0]
-    cdef double S = 1.0
-    cdef double lr, a, cg, loss
+    cdef double S = 1.0 if running == NULL else running[0]
+    cdef double sq = 0.0 if running == NULL else running[1]
+    cdef double lr, a, cg, loss, old, new
+    cdef double probe = 0.0  # stays 0 while every stepped value is finite (inf - inf is NaN)
     cdef floating acc, acc1, f, stp
     for j in range(n_steps):
         if j + 2 * PREFETCH_AHEAD < n_steps:
@@ -908,6 +917,12 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
             hi = indptr[q + 1]
             _prefetch(<const char*>&data[lo], (hi - lo) * <Py_ssize_t>sizeof(floating))
             _prefetch(<const char*>&indices[lo], (hi - lo) * <Py_ssize_t>sizeof(index_t))
+        if j + PREFETCH_AHEAD // 2 < n_steps:
+            # the weights of the row half as far ahead (its column indices were asked for
+            # PREFETCH_AHEAD // 2 samples ago): on wide hashed features each is a cache miss
+            q = order[j + PREFETCH_AHEAD // 2]
+            for ptr in range(indptr[q], indptr[q + 1]):
+                FASTGD_PREFETCH(&w[indices[ptr]])
         i = order[j]
         lo = indptr[i]
         hi = indptr[i + 1]
@@ -927,14 +942,16 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
         loss_sum[0] += loss
         if not isfinite(loss):
             t[0] = step
+            if running != NULL:
+                running[0] = S
+                running[1] = sq
             return STATUS_NONFINITE
         lr = _learning_rate(P, step)
         cg = lr * dz[0] * sw[i]
         a = 1.0 - lr * P.l2
         if a <= 0.0:  # lr * l2 >= 1 flips signs: apply the shrink to every weight now
             f = <floating>(S * a)
-            for c in range(p):
-                w[c] = w[c] * f
+            sq = _scale_all(w, p, f)
             counters[COUNT_CATCHUPS] += p
             S = 1.0
         else:
@@ -942,25 +959,109 @@ cdef int _epoch_csr_scaled_sgd(const floating* data, const index_t* indices, con
         stp = <floating>(cg / S)
         for ptr in range(lo, hi):
             c = indices[ptr]
+            old = w[c]
             w[c] = w[c] - stp * data[ptr]
+            new = w[c]
+            sq += new * new - old * old
+            probe += new - new
         w[p] = w[p] - <floating>cg
         counters[COUNT_UPDATES] += hi - lo + 1
         if S < SCALE_BELOW:
-            f = <floating>S
-            for c in range(p):
-                w[c] = w[c] * f
+            sq = _scale_all(w, p, <floating>S)
             counters[COUNT_CATCHUPS] += p
             S = 1.0
         step += 1
     t[0] = step
+    if running != NULL:
+        running[0] = S
+        running[1] = sq
+        return STATUS_OK if probe == 0.0 and isfinite(w[p]) else STATUS_NONFINITE
     if not _all_finite(w, p + 1):  # before the fold: a diverged epoch leaves untouched weights as they were
         return STATUS_NONFINITE
     if S != 1.0:
-        f = <floating>S
-        for c in range(p):
-            w[c] = w[c] * f
+        _scale_all(w, p, <floating>S)
         counters[COUNT_CATCHUPS] += p
     return STATUS_OK
+
+
+cdef double _scale_all(floating* w, Py_ssize_t p, floating f) noexcept nogil:
+    """Multiply ``w[:p]`` by ``f`` (folding a running scale); returns their new sum of squares."""
+    cdef Py_ssize_t c
+    cdef double sq = 0.0
+    for c in range(p):
+        w[c] = w[c] * f
+        sq += <double>w[c] * w[c]
+    return sq
+
+
+cdef int _epoch_csr_adagrad(const floating* data, const index_t* indices, const ptr_t* indptr,
+                            const floating[:, :] y, const floating[:] sw, const int64_t* order,
+                            Py_ssize_t n_steps, floating* w, floating* acc_sq, Py_ssize_t p, int64_t[:] t,
+                            const Params* P, floating* z, floating* dz, int64_t* counters,
+                            double* loss_sum) noexcept nogil:
+    """Per-sample AdaGrad with one output and no penalty or clipping, on CSR rows: a
+    coordinate the row does not touch has a zero gradient, so neither it nor its accumulator
+    moves, and a step reads and writes only the row's weights and accumulators (``acc_sq``,
+    the state's sum slot), with the rule of the shared ``_adagrad_span``. No buffer, no
+    per-epoch pass over the coordinates: the weights' finiteness is followed through the
+    stepped values."""
+    cdef Py_ssize_t ystride = y.strides[1]
+    cdef Py_ssize_t j, i, q, lo, hi, ptr, c
+    cdef int64_t step = t[0]
+    cdef double lr, loss, gq, sq, new
+    cdef double eps = P.hp[H_EPS]
+    cdef double probe = 0.0  # stays 0 while every stepped value is finite (inf - inf is NaN)
+    cdef floating acc, acc1, d
+    for j in range(n_steps):
+        if j + 2 * PREFETCH_AHEAD < n_steps:
+            FASTGD_PREFETCH(&indptr[order[j + 2 * PREFETCH_AHEAD]])
+        if j + PREFETCH_AHEAD < n_steps:
+            q = order[j + PREFETCH_AHEAD]
+            lo = indptr[q]
+            hi = indptr[q + 1]
+            _prefetch(<const char*>&data[lo], (hi - lo) * <Py_ssize_t>sizeof(floating))
+            _prefetch(<const char*>&indices[lo], (hi - lo) * <Py_ssize_t>sizeof(index_t))
+        if j + PREFETCH_AHEAD // 2 < n_steps:
+            q = order[j + PREFETCH_AHEAD // 2]
+            for ptr in range(indptr[q], indptr[q + 1]):
+                FASTGD_PREFETCH(&w[indices[ptr]])
+                FASTGD_PREFETCH(&acc_sq[indices[ptr]])
+        i = order[j]
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        acc = 0
+        acc1 = 0
+        ptr = lo
+        while ptr + 1 < hi:
+            acc = acc + data[ptr] * w[indices[ptr]]
+            acc1 = acc1 + data[ptr + 1] * w[indices[ptr + 1]]
+            ptr += 2
+        if ptr < hi:
+            acc = acc + data[ptr] * w[indices[ptr]]
+        z[0] = <floating>((acc + acc1) + w[p])
+        loss = _sample_loss(P.loss, z, <const char*>&y[i, 0], ystride, dz, 1, P.hp)
+        loss_sum[0] += sw[i] * loss
+        if not isfinite(sw[i] * loss):
+            t[0] = step
+            return STATUS_NONFINITE
+        lr = _learning_rate(P, step)
+        d = dz[0] * sw[i]  # (rounded as the general kernel's gradient buffer holds it)
+        for ptr in range(lo, hi):
+            c = indices[ptr]
+            gq = <floating>(data[ptr] * d)
+            sq = acc_sq[c] + gq * gq
+            acc_sq[c] = <floating>sq
+            new = w[c] - lr * gq / (sqrt(sq) + eps)
+            w[c] = <floating>new
+            probe += new - new
+        gq = d
+        sq = acc_sq[p] + gq * gq
+        acc_sq[p] = <floating>sq
+        w[p] = <floating>(w[p] - lr * gq / (sqrt(sq) + eps))
+        counters[COUNT_UPDATES] += hi - lo + 1
+        step += 1
+    t[0] = step
+    return STATUS_OK if probe == 0.0 and isfinite(w[p]) and isfinite(acc_sq[p]) else STATUS_NONFINITE
 
 
 cdef int _epoch_csr_plain_sgd(const floating[:] data, const index_t[:] indices, const ptr_t[:] indptr,
@@ -1033,11 +1134,14 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
               const int64_t[:] order, floating[:, ::1] coef, floating[:, :, ::1] state,
               int64_t[:] t, const int64_t[:] codes, const double[:] hp, Py_ssize_t batch_size,
               floating[:, ::1] grad, floating[:, ::1] work, double[:, ::1] lazy_work,
-              int64_t[:, ::1] index_work, int64_t[::1] counters):
+              int64_t[:, ::1] index_work, int64_t[::1] counters, double[::1] running=None):
     """One epoch on CSR parts (the contract of :mod:`fastgd._contract`): the mathematics of
     the dense epoch at O(nnz) per step where :func:`sparse_mode` allows it. ``indices`` and
     ``indptr`` may each be int32 or int64. Rows must be canonical (no duplicate column in a
-    row; the estimators ensure it). Returns ``(status, loss_sum)``."""
+    row; the estimators ensure it). ``running`` (only for the running-scale kernel, see
+    ``CSR_RUNNING_SCALE``): two float64, ``(S, sum of squares of coef[:-1])``; the weights are
+    ``S * coef[:-1]`` on entry and on return, both values kept up to date at O(nnz).
+    Returns ``(status, loss_sum)``."""
     cdef Params P
     cdef Lazy L
     cdef Py_ssize_t n_steps = order.shape[0]
@@ -1062,7 +1166,8 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     cdef floating* dz
     cdef floating* st = NULL
     cdef int64_t* rows
-    cdef bint scaled, plain
+    cdef double* running_ptr = NULL
+    cdef bint scaled, adagrad, plain
     cdef double mu_prod
     _check_params(codes.shape[0], hp.shape[0])
     _read_params(&P, codes, hp)
@@ -1078,17 +1183,20 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     # the contract's decisions, taken once per call: per-sample plain SGD with L2 only takes the
     # running-scale kernel, which needs no lazy buffers; other per-sample plain SGD the fused
     # lazy kernel; everything else the general loop in the contract's sparse mode
-    scaled = not _contract.csr_needs_lazy_buffers(codes, hp, batch_size, K)
+    scaled = _contract.csr_running_scale(codes, hp, batch_size, K)
+    adagrad = _contract.csr_adagrad_per_sample(codes, hp, batch_size, K)
     plain = _contract.plain_sgd_per_sample(codes, hp, batch_size, K)
     mode = _contract.sparse_mode(codes, hp)
-    if not scaled and (lazy_work.shape[0] < p or lazy_work.shape[1] != LAZY_FIELDS):
+    if not (scaled or adagrad) and (lazy_work.shape[0] < p or lazy_work.shape[1] != LAZY_FIELDS):
         raise ValueError(f"lazy_work has shape ({lazy_work.shape[0]}, {lazy_work.shape[1]}); "
                          f"need ({p}, {LAZY_FIELDS})")
-    if not scaled and (index_work.shape[0] < 2 or index_work.shape[1] < p + 1):
+    if not (scaled or adagrad) and (index_work.shape[0] < 2 or index_work.shape[1] < p + 1):
         raise ValueError(f"index_work has shape ({index_work.shape[0]}, {index_work.shape[1]}); "
                          f"need (2, {p + 1})")
     if counters.shape[0] < N_COUNTERS:
         raise ValueError(f"counters has {counters.shape[0]} entries; need {N_COUNTERS}")
+    if running is not None:
+        _contract.check_running_state(np.asarray(running), not scaled)
     status = _check_codes(&P)
     if status != STATUS_OK:
         return status, 0.0
@@ -1096,7 +1204,9 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     if state.shape[0] > 0:
         st = &state[0, 0, 0]
     L.counters = &counters[0]
-    if scaled:
+    if scaled or adagrad:
+        if running is not None:
+            running_ptr = &running[0]
         # raw pointers need contiguous parts: views of the user's arrays as they come (scipy's
         # are contiguous), a contiguous copy only for the rare strided one
         data = np.ascontiguousarray(data)
@@ -1104,10 +1214,16 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
         indptr = np.ascontiguousarray(indptr)
         order = np.ascontiguousarray(order)
         with nogil:
-            status = _epoch_csr_scaled_sgd(&data[0] if data.shape[0] > 0 else NULL,
-                                           &indices[0] if indices.shape[0] > 0 else NULL, &indptr[0],
-                                           y, sw, &order[0], n_steps, cf, p, t, &P, z, dz,
-                                           L.counters, &loss_sum)
+            if scaled:
+                status = _epoch_csr_scaled_sgd(&data[0] if data.shape[0] > 0 else NULL,
+                                               &indices[0] if indices.shape[0] > 0 else NULL, &indptr[0],
+                                               y, sw, &order[0], n_steps, cf, p, t, &P, z, dz,
+                                               L.counters, &loss_sum, running_ptr)
+            else:
+                status = _epoch_csr_adagrad(&data[0] if data.shape[0] > 0 else NULL,
+                                            &indices[0] if indices.shape[0] > 0 else NULL, &indptr[0],
+                                            y, sw, &order[0], n_steps, cf, &st[S_SUM * n], p, t, &P, z, dz,
+                                            L.counters, &loss_sum)
         return status, loss_sum
     L.last = &lazy_work[0, 0]
     L.a = &lazy_work[0, 1]
@@ -1493,3 +1609,7 @@ def epoch_csr_hogwild(const floating[:] data, const index_t[:] indices, const pt
     if status == STATUS_OK:
         t[0] = t0 + n_steps
     return status, loss_sum
+# epoch_csr takes ``running``: the running-scale kernel's scale (and the stored weights' sum of
+# squares) kept between calls (fastgd._solver.settle_scale). A build without this constant
+# folds the scale every epoch.
+CSR_RUNNING_SCALE = True
