@@ -613,7 +613,9 @@ def settle_scale(backend, problem, ts, settings, check_convergence):
     keep = (sp.issparse(problem.X) and getattr(backend, "CSR_RUNNING_SCALE", False)
             and C.csr_running_scale(s.codes, s.hp, s.batch_size, ts.coef.shape[1])
             and s.monitor is None and s.validation_score is None
-            and not (check_convergence and (s.backtrack or _has_stopping_test(s))))
+            and not (check_convergence and (s.backtrack or _has_stopping_test(s)))
+            # Hogwild! threads step the plain weights and keep no running state
+            and not HogwildEpochs.applies(problem, s, ts.coef.shape[1]))
     if not keep or -math.log(ts.scale) + _epoch_log_shrink(problem, s) > SCALE_FOLD_MARGIN:
         ts.fold_scale()
     return keep
