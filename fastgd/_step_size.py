@@ -87,7 +87,10 @@ def gram_top_eigenvalue(X, sw, backend=None, n_iter=POWER_ITERATIONS, rtol=POWER
     dtype = X.dtype
     v = np.random.default_rng(seed).random(p + 1) + 0.5  # positive start: overlaps the top eigenvector
     v /= np.linalg.norm(v)
-    if sp.issparse(X) or backend is None or not _multicore_kernel(backend, "full_gradient_dense"):
+    # NumPy's two products on data below the chunked kernels' threshold: as fast, and a first
+    # fit on small data compiles no multi-core kernel (Numba: 4 s of a cold fit's 11)
+    if (sp.issparse(X) or backend is None or not _multicore_kernel(backend, "full_gradient_dense")
+            or n * (p + 1) < C.CHUNKED_MIN_WORK):
         def gram_times(u):
             z = X @ u[:-1] + u[-1]
             wz = sw * z

@@ -37,7 +37,7 @@ name = "numba"
 # keys a kernel on the file defining it (this one), not on the functions it inlines from
 # _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
 # checks it is current).
-RULES_DIGEST = "8fe3560ca3b7b37d"
+RULES_DIGEST = "44ac5f50d589fc80"
 
 
 def rules_digest():
@@ -49,14 +49,27 @@ def rules_digest():
 
 
 def _compile_rules():
-    """Make every function of :mod:`fastgd._backends._rules` a Numba function inlined where it
-    is called, in the module's own namespace (so the rules' calls to each other resolve to the
-    compiled versions). Numba's on-disk cache keys a kernel on the file that defines it: after
-    editing ``_rules.py`` alone, clear the cache (``__pycache__``) or touch this file."""
+    """Make every function of :mod:`fastgd._backends._rules` a Numba function, in the module's
+    own namespace (so the rules' calls to each other resolve to the compiled versions), and
+    its loop index ``_at`` the unsigned cast :func:`_u` (defined below; names resolve when a
+    rule first compiles). Numba's on-disk cache keys a kernel on the file that defines it:
+    after editing ``_rules.py`` alone, clear the cache (``__pycache__``) or touch this file."""
     ns = vars(_rules)
     for rule_name, fn in list(ns.items()):
-        if inspect.isfunction(fn) and fn.__module__ == _rules.__name__:
-            ns[rule_name] = njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn)
+        if inspect.isfunction(fn) and fn.__module__ == _rules.__name__ and rule_name != "_at":
+            inline = "always" if rule_name in _INLINED_RULES else "never"
+            ns[rule_name] = njit(cache=True, nogil=True, error_model="numpy", inline=inline)(fn)
+
+
+# The rules Numba inlines at the level of its own IR where they are called (the others are
+# calls). Inlining re-types the callee at every call site, so it is kept to the update rules
+# (seven loops, gathered once into apply_step, which the kernels call) and the small scalar
+# maps of the sparse loops. Inlining every rule everywhere made a first fit compile 35 s
+# instead of 7 s (2,000 x 20 dense, mini-batch SGD, empty cache); not inlining the update
+# rules made per-sample momentum 1.5x slower.
+_INLINED_RULES = {"_sgd_span", "_momentum_span", "_adagrad_span", "_rmsprop_span", "_adam_span",
+                  "_adamax_span", "_nadam_span", "apply_step", "step_factors",
+                  "lazy_shrink", "soft_threshold", "hogwild_coordinate"}
 
 
 _compile_rules()
@@ -74,6 +87,9 @@ _OK, _NONFINITE = C.STATUS_OK, C.STATUS_NONFINITE
 # memory, not by arithmetic: asking for the row PREFETCH_AHEAD samples ahead hides most of it
 # (bench/: 3-4x on the shuffled dot-product loop of a 200,000 x 100 float64 array).
 PREFETCH_AHEAD = 4
+# the per-sample CSR kernels prefetch each coming row's weights only when the weights do not
+# fit in one core's L2 (Cython's WEIGHT_PREFETCH_MIN_BYTES, the same)
+WEIGHT_PREFETCH_MIN_BYTES = 1 << 20
 _CACHE_LINE = 64
 _U1, _U2 = np.uint64(1), np.uint64(2)
 
@@ -200,6 +216,9 @@ def _u(index):
     wraparound it otherwise adds to every access (a compare and a select per element in the
     sparse gather loops)."""
     return np.uint64(index)
+
+
+_rules._at = _u  # the rules' loop index (see _rules._at and _compile_rules)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -728,6 +747,49 @@ def _scale_all(v, p, f):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _scaled_step_row(v, data, indices, lo, hi, step, track):
+    """Step the row's coordinates ``v[c] -= step * x_c``; with ``track``, returns the change of
+    their sum of squares in two partial sums, even and odd positions (Cython's
+    ``_scaled_step_row``, the same order of additions)."""
+    d0 = 0.0
+    d1 = 0.0
+    if not track:  # (the sum is not kept: the epoch folds the scale at its end)
+        for ptr in range(lo, hi):
+            v[_u(indices[ptr])] -= step * data[ptr]
+        return 0.0
+    ptr = lo
+    while ptr + _U1 < hi:
+        c = _u(indices[ptr])
+        old = float(v[c])
+        v[c] -= step * data[ptr]
+        new = float(v[c])
+        d0 += new * new - old * old
+        c = _u(indices[ptr + _U1])
+        old = float(v[c])
+        v[c] -= step * data[ptr + _U1]
+        new = float(v[c])
+        d1 += new * new - old * old
+        ptr += _U2
+    if ptr < hi:
+        c = _u(indices[ptr])
+        old = float(v[c])
+        v[c] -= step * data[ptr]
+        new = float(v[c])
+        d0 += new * new - old * old
+    return d0 + d1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _row_finite(v, indices, lo, hi):
+    """Whether the row's weights are all finite (asked only when the row's change of the sum
+    of squares is not: that alone may be an overflow of finite squares)."""
+    for ptr in range(lo, hi):
+        if not np.isfinite(v[_u(indices[ptr])]):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, hp, z, dz, counters, running,
                           keep_running):
     """Per-sample plain SGD with L2 and no L1, one output, on CSR rows: the closed form of the
@@ -751,15 +813,16 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
     l2 = hp[_H_L2]
     S = running[0] if keep_running else 1.0
     sq = running[1] if keep_running else 0.0
-    probe = 0.0  # stays 0 while every stepped value is finite (inf - inf is NaN)
+    probe = 0.0  # set to NaN by the first row that leaves a non-finite weight
     loss_sum = 0.0
     n_steps = order.shape[0]
     step_t = t[0]  # the step clock and the update count, kept in registers
     updates = 0
     half = PREFETCH_AHEAD // 2
+    prefetch_w = p * coef.itemsize >= WEIGHT_PREFETCH_MIN_BYTES
     for j in range(n_steps):
         _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps)
-        if j + half < n_steps:
+        if prefetch_w and j + half < n_steps:
             # the weights of the row half as far ahead (its column indices were asked for
             # PREFETCH_AHEAD // 2 samples ago): on wide hashed features each is a cache miss
             q = _u(order[j + half])
@@ -798,14 +861,10 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
             S = 1.0
         else:
             S *= a
-        step = dt(cg / S)
-        for ptr in range(lo, hi):
-            c = _u(indices[ptr])
-            old = float(v[c])
-            v[c] -= step * data[ptr]
-            new = float(v[c])
-            sq += new * new - old * old
-            probe += new - new
+        d_sq = _scaled_step_row(v, data, indices, lo, hi, dt(cg / S), keep_running)
+        if not np.isfinite(d_sq) and not _row_finite(v, indices, lo, hi):
+            probe = np.nan
+        sq += d_sq
         v[p] -= dt(cg)
         updates += np.int64(hi - lo) + 1
         if S < _SCALE_BELOW:
@@ -848,9 +907,10 @@ def _epoch_csr_adagrad(data, indices, indptr, y, sw, order, coef, state, t, code
     step_t = t[0]
     updates = 0
     half = PREFETCH_AHEAD // 2
+    prefetch_w = p * coef.itemsize >= WEIGHT_PREFETCH_MIN_BYTES
     for j in range(n_steps):
         _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps)
-        if j + half < n_steps:
+        if prefetch_w and j + half < n_steps:
             q = _u(order[j + half])
             for ptr in range(_u(indptr[q]), _u(indptr[q + _U1])):
                 _prefetch(w, _u(indices[ptr]))
