@@ -37,7 +37,7 @@ name = "numba"
 # keys a kernel on the file defining it (this one), not on the functions it inlines from
 # _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
 # checks it is current).
-RULES_DIGEST = "44ac5f50d589fc80"
+RULES_DIGEST = "47d157932cd06fbe"
 
 
 def rules_digest():
@@ -57,19 +57,8 @@ def _compile_rules():
     ns = vars(_rules)
     for rule_name, fn in list(ns.items()):
         if inspect.isfunction(fn) and fn.__module__ == _rules.__name__ and rule_name != "_at":
-            inline = "always" if rule_name in _INLINED_RULES else "never"
+            inline = "always" if rule_name in _rules.NUMBA_INLINE else "never"
             ns[rule_name] = njit(cache=True, nogil=True, error_model="numpy", inline=inline)(fn)
-
-
-# The rules Numba inlines at the level of its own IR where they are called (the others are
-# calls). Inlining re-types the callee at every call site, so it is kept to the update rules
-# (seven loops, gathered once into apply_step, which the kernels call) and the small scalar
-# maps of the sparse loops. Inlining every rule everywhere made a first fit compile 35 s
-# instead of 7 s (2,000 x 20 dense, mini-batch SGD, empty cache); not inlining the update
-# rules made per-sample momentum 1.5x slower.
-_INLINED_RULES = {"_sgd_span", "_momentum_span", "_adagrad_span", "_rmsprop_span", "_adam_span",
-                  "_adamax_span", "_nadam_span", "apply_step", "step_factors",
-                  "lazy_shrink", "soft_threshold", "hogwild_coordinate"}
 
 
 _compile_rules()
