@@ -124,6 +124,46 @@ def test_partial_fit_requires_classes_on_first_call():
     assert clf.coef_.shape == (3, X.shape[1])
 
 
+def test_parameters_changed_between_partial_fit_calls_are_validated_again():
+    """Parameters are checked again after set_params or a plain assignment (validation is
+    skipped only while no parameter changed). (The SGD drop-ins validate on the first
+    partial_fit call only, as scikit-learn's do.)"""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = clf_data()
+    clf = LogisticRegression(learning_rate=0.01).partial_fit(X, y, classes=[0, 1])
+    clf.partial_fit(X, y)
+    with pytest.raises(InvalidParameterError, match="alpha"):
+        clf.set_params(alpha=-1.0).partial_fit(X, y)
+    clf.alpha = 1e-4
+    clf.partial_fit(X, y)
+    clf.alpha = "big"
+    with pytest.raises(InvalidParameterError, match="alpha"):
+        clf.partial_fit(X, y)
+    clf.alpha = np.float64(-2.0)
+    with pytest.raises(InvalidParameterError, match="alpha"):
+        clf.partial_fit(X, y)
+
+
+def test_later_partial_fit_calls_check_labels_against_the_classes():
+    """A later call checks y only against classes_ (no type_of_target); bad labels still get
+    scikit-learn's error for a non-classification y, or ours naming the unseen labels."""
+    X, y = clf_data()
+    clf = LogisticRegression(learning_rate=0.01).partial_fit(X, y, classes=[0, 1])
+    before = snapshot(clf)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        clf.partial_fit(X, y + 0.5)  # continuous
+    with pytest.raises(ValueError, match=r"not in classes.*first partial_fit"):
+        clf.partial_fit(X, np.where(y == 1, "b", "a").astype(object))  # strings against ints
+    with pytest.raises(ValueError, match="NaN"):
+        clf.partial_fit(X, np.where(y == 1, np.nan, 0.0))
+    assert_same_snapshot(before, snapshot(clf))
+    # labels of another dtype but equal values are the same classes
+    again = clf.partial_fit(X, y.astype(np.float64)).coef_.copy()
+    ref = LogisticRegression(learning_rate=0.01).partial_fit(X, y, classes=[0, 1]).partial_fit(X, y)
+    np.testing.assert_array_equal(again, ref.coef_)
+
+
 def test_partial_fit_unseen_classes_and_feature_mismatch_raise():
     X, y = clf_data()
     clf = LogisticRegression().partial_fit(X, y, classes=[0, 1])

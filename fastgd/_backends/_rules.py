@@ -67,7 +67,8 @@ NEGLIGIBLE = cython.declare(cython.double, 1e-17)
 # no callee to call (a stale cache from such a change segfaulted).
 NUMBA_INLINE = frozenset({
     "_sgd_span", "_momentum_span", "_adagrad_span", "_rmsprop_span", "_adam_span", "_adamax_span",
-    "_nadam_span", "apply_step", "step_factors", "lazy_shrink", "soft_threshold", "hogwild_coordinate",
+    "_nadam_span", "_update_span", "apply_step", "step_factors", "lazy_shrink", "soft_threshold",
+    "hogwild_coordinate",
 })
 
 
@@ -611,6 +612,7 @@ def apply_step(opt: cython.long, nesterov: cython.long, amsgrad: cython.long, sc
     row_l2: cython.double
     row_shrink: cython.double
     m: cython.Py_ssize_t = n_rows
+    end: cython.Py_ssize_t
     f0: cython.double
     f1: cython.double
     f2: cython.double
@@ -633,19 +635,21 @@ def apply_step(opt: cython.long, nesterov: cython.long, amsgrad: cython.long, sc
         if c < 1.0:
             cs = inv_b * c
     f0, f1, f2, mu_prod = step_factors(opt, lr, t + 1.0, mu_prod, hp)
-    # Two calls of _update_span in all: Numba inlines it (seven rules) at each, and its
-    # compile time grows with them. Every weight: one direct call (the span's loop stays
-    # vectorised), then the intercept row through the rows' loop.
+    # One call of _update_span, over spans: every weight then the intercept row, or the rows
+    # given. Numba inlines it (seven rules, each a vectorised loop) at every call, and its
+    # compile time grows with them.
     if n_rows < 0:
-        # (the span [0, nw) starts at a computed 0: Numba types a literal 0 argument apart and
-        # would compile a second copy of _update_span for it)
-        _update_span(opt, w, g, st, n, nw - nw, nw, cs, l2, shrink, lr, f0, f1, f2, flag, hp)
-        m = 1
+        m = 2
     for j in range(m):
-        q = nw if n_rows < 0 else rows[j] * K
+        if n_rows < 0:
+            q = 0 if j == 0 else nw
+            end = nw if j == 0 else n
+        else:
+            q = rows[j] * K
+            end = q + K
         row_l2 = l2 if q < nw else 0.0  # the intercept takes no penalty
         row_shrink = shrink if q < nw else 1.0
-        _update_span(opt, w, g, st, n, q, q + K, cs, row_l2, row_shrink, lr, f0, f1, f2, flag, hp)
+        _update_span(opt, w, g, st, n, q, end, cs, row_l2, row_shrink, lr, f0, f1, f2, flag, hp)
     thresh = lr * hp[H_L1]
     if thresh > 0:
         if n_rows < 0:

@@ -18,6 +18,7 @@ from fastgd import distributed as _distributed
 from fastgd._backends import get_backend
 from fastgd.callbacks import TrainingMonitor
 from fastgd._sparse_validation import check_csr_structure
+from fastgd.linear_model._params import CachedParamValidation
 from fastgd.exceptions import DivergenceError
 from fastgd.losses import objective as _objective
 from fastgd.optim import OPTIMIZER_NAMES, VARIANCE_REDUCED_NAMES, Optimizer, get_optimizer
@@ -187,7 +188,7 @@ def _public_parameter(name, doc):
     return property(get, set, doc=doc)
 
 
-class BaseGD(BaseEstimator):
+class BaseGD(CachedParamValidation, BaseEstimator):
     """Base class of :class:`~fastgd.LinearRegression` and :class:`~fastgd.LogisticRegression`.
 
     Subclasses define the loss and targets (``_encode_targets``), how parameters map to

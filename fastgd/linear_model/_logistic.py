@@ -29,6 +29,20 @@ def encode_labels(y):
     return np.unique(y, return_inverse=True)
 
 
+def _known_labels(classes, y):
+    """``(index, None)``: the position of every label of ``y`` in the sorted ``classes``; or
+    ``(None, unseen)``, the labels of ``y`` that are not classes (or all of them, when they
+    cannot be compared with the classes)."""
+    try:
+        idx = np.searchsorted(classes, y).clip(0, len(classes) - 1)
+        unseen = classes[idx] != y
+    except TypeError:  # e.g. strings against numbers
+        return None, np.unique(np.asarray(y, dtype=object).astype(str))
+    if np.any(unseen):
+        return None, np.unique(y[unseen])
+    return idx, None
+
+
 class LogisticRegression(ClassifierMixin, BaseGD):
     """Logistic regression fitted by (stochastic, mini-batch or batch) gradient descent.
 
@@ -302,16 +316,20 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     # --- hooks -----------------------------------------------------------------------------
     def _validate_targets(self, X, y, first, classes):
         y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
+        if first:
+            check_classification_targets(y)
         if first and classes is None:
             classes_, idx = encode_labels(y)
         else:
             classes_ = np.unique(np.asarray(classes)) if first else self.classes_
-            idx = np.searchsorted(classes_, y).clip(0, len(classes_) - 1)
-            unseen = classes_[idx] != y
-            if unseen.any():
+            idx, unseen = _known_labels(classes_, y)
+            if unseen is not None:
+                # A later partial_fit call needs no type_of_target (half of a small call's
+                # validation): labels that are all among classes_ are classification
+                # targets. Otherwise scikit-learn's message comes first, then ours.
+                check_classification_targets(y)
                 raise ValueError(
-                    f"y contains labels {np.unique(y[unseen])!r} that are not in classes={classes_!r}"
+                    f"y contains labels {unseen!r} that are not in classes={classes_!r}"
                     + (" of the first partial_fit call." if not first else ".")
                 )
         if first:

@@ -39,6 +39,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, chec
 
 from fastgd._backends import _sgd_rules as R
 from fastgd._sparse_validation import check_csr_structure
+from fastgd.linear_model._params import CachedParamValidation
 from fastgd.optim import OPTIMIZER_NAMES
 
 _MAX_INT = np.iinfo(np.int32).max
@@ -212,7 +213,7 @@ def _train(est, backend, problem, w, aw, intercept, average_intercept, t, max_it
     return scalars[R.S_INTERCEPT], scalars[R.S_AVERAGE_INTERCEPT], epoch + 1
 
 
-class _BaseSGD(SparseCoefMixin, BaseEstimator):
+class _BaseSGD(CachedParamValidation, SparseCoefMixin, BaseEstimator):
     """What :class:`SGDClassifier` and :class:`SGDRegressor` share: validation, parameter
     memory, the split for early stopping and the transactional fit."""
 
