@@ -58,6 +58,11 @@ POWER_RTOL = 1e-2
 # the exact L_max and a safety factor of 2, and a full pass per iteration over a large data
 # set would cost several epochs.
 GRAM_SAMPLE_ROWS = 50_000
+# ... and on a sample of at most this many bytes (at least GRAM_SAMPLE_MIN_ROWS rows): the
+# sample is a copy. 50,000 rows of a 500,000 x 100 float64 X were 40 MB, a tenth of X, the
+# largest allocation of a default fit.
+GRAM_SAMPLE_BYTES = 8 << 20
+GRAM_SAMPLE_MIN_ROWS = 1_000
 
 
 def gram_top_eigenvalue(X, sw, backend=None, n_iter=POWER_ITERATIONS, rtol=POWER_RTOL, seed=0):
@@ -169,6 +174,17 @@ def has_auto_step(codes):
     return int(codes[C.C_OPTIMIZER]) not in (C.OPT_SGD, C.OPT_SAGA) or int(codes[C.C_LOSS]) in CURVATURE
 
 
+def _gram_sample_rows(X):
+    """How many rows of ``X`` the mini-batch step's Gram estimate samples (see
+    :data:`GRAM_SAMPLE_ROWS`, :data:`GRAM_SAMPLE_BYTES`)."""
+    if sp.issparse(X):
+        row_bytes = X.nnz / max(X.shape[0], 1) * (X.data.itemsize + X.indices.itemsize)
+    else:
+        row_bytes = X.shape[1] * X.dtype.itemsize
+    by_bytes = int(GRAM_SAMPLE_BYTES // max(row_bytes, 1))
+    return min(GRAM_SAMPLE_ROWS, max(GRAM_SAMPLE_MIN_ROWS, by_bytes))
+
+
 def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, streaming=False):
     """The step size ``learning_rate="auto"`` stands for, for this data and configuration.
 
@@ -208,8 +224,9 @@ def auto_learning_rate(X, sw, train_idx, codes, hp, batch_size, backend=None, st
     c = CURVATURE[int(loss_code)]
     l2 = float(hp[C.H_L2])
     full = batch_size >= n and not streaming
-    if not full and X.shape[0] > GRAM_SAMPLE_ROWS:
-        rows = np.sort(np.random.default_rng(0).choice(X.shape[0], GRAM_SAMPLE_ROWS, replace=False))
+    sample = _gram_sample_rows(X)
+    if not full and X.shape[0] > sample:
+        rows = np.sort(np.random.default_rng(0).choice(X.shape[0], sample, replace=False))
         L = c * gram_top_eigenvalue(X[rows], np.ascontiguousarray(sw[rows]), backend) + l2
     else:
         L = c * gram_top_eigenvalue(X, sw, backend) + l2

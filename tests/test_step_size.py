@@ -150,3 +150,19 @@ def test_auto_batch_size_is_minibatch_on_large_data(monkeypatch):
     assert inc.t_ == 10
     # the first chunk's step treats it as a sample of the stream: never above fit's
     assert inc.learning_rate_ <= reg.learning_rate_
+
+
+def test_the_gram_sample_of_mini_batch_steps_is_bounded_in_bytes():
+    """The rows the mini-batch step's Gram estimate samples are a copy: at most
+    GRAM_SAMPLE_BYTES of them (at least GRAM_SAMPLE_MIN_ROWS rows, at most GRAM_SAMPLE_ROWS)."""
+    from fastgd._step_size import (GRAM_SAMPLE_BYTES, GRAM_SAMPLE_MIN_ROWS, GRAM_SAMPLE_ROWS,
+                                   _gram_sample_rows)
+
+    for p, dtype in [(100, np.float64), (100, np.float32), (3, np.float64), (10**5, np.float64)]:
+        X = np.empty((1, p), dtype=dtype)  # only the row size matters
+        rows = _gram_sample_rows(X)
+        assert GRAM_SAMPLE_MIN_ROWS <= rows <= GRAM_SAMPLE_ROWS
+        assert rows * X.itemsize * p <= GRAM_SAMPLE_BYTES or rows == GRAM_SAMPLE_MIN_ROWS
+    assert _gram_sample_rows(np.empty((1, 100))) == GRAM_SAMPLE_BYTES // 800
+    assert _gram_sample_rows(np.empty((1, 3))) == GRAM_SAMPLE_ROWS
+    assert _gram_sample_rows(np.empty((1, 10**5))) == GRAM_SAMPLE_MIN_ROWS
