@@ -340,3 +340,32 @@ def test_a_users_wait_policy_is_left_alone(setting):
     assert "GOMP_SPINCOUNT = '10000'" not in settings
     if "GOMP_SPINCOUNT" in setting:
         assert "GOMP_SPINCOUNT = '123'" in settings
+
+
+_FIRST_FIT_IS_FULL_BATCH = """
+import sys
+import numpy as np
+from fastgd import LinearRegression
+rng = np.random.default_rng(0)
+X = rng.standard_normal((20_000, 50))
+y = X @ rng.standard_normal(50)
+m = LinearRegression(optimizer="sgd", learning_rate=0.01, batch_size=None, max_iter=2, tol=None,
+                     backend=sys.argv[1]).fit(X, y)
+print(m.n_iter_)
+"""
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_a_new_process_whose_first_fit_runs_the_multi_core_epoch(backend):
+    """The first fastgd call of a fresh process is a full-batch epoch on all cores (kernels
+    from the on-disk cache where the suite filled it): Numba's epoch is not a parallel kernel
+    itself but runs one inside, and once called address 0 when no parallel kernel had started
+    the threading layer yet (a segfault)."""
+    import subprocess
+    import sys
+
+    assert 20_000 * 51 >= C.CHUNKED_MIN_WORK  # the multi-core path
+    out = subprocess.run([sys.executable, "-c", _FIRST_FIT_IS_FULL_BATCH, backend], capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2"]

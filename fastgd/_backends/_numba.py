@@ -18,6 +18,7 @@ from fastgd._backends import _numba_cache
 _numba_cache.configure(__file__)
 
 import inspect  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -37,7 +38,7 @@ name = "numba"
 # keys a kernel on the file defining it (this one), not on the functions it inlines from
 # _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
 # checks it is current).
-RULES_DIGEST = "d1f09324fcbd596e"
+RULES_DIGEST = "31692502c771338e"
 
 
 def rules_digest():
@@ -610,10 +611,26 @@ def _chunk_threads(delays_us=None):
     return True, ids.tolist()
 
 
+_THREADS_STARTED_IN = None  # the process (pid) in which _start_threads ran
+
+
+def _start_threads():
+    """Start Numba's threading layer in this process, once. Calling a parallel kernel from
+    Python starts it; ``_epoch_dense_chunked`` is not parallel itself but runs the parallel
+    gradient inside, and when it came from the on-disk cache in a process where no parallel
+    kernel had run yet, its parallel region called address 0 (a segfault of the first
+    full-batch fit of a new process; found by bench.compare's contention section)."""
+    global _THREADS_STARTED_IN
+    if _THREADS_STARTED_IN != os.getpid():
+        _chunk_threads_kernel(np.zeros(N_CHUNKS, dtype=np.int64), np.zeros(N_CHUNKS, dtype=np.int64))
+        _THREADS_STARTED_IN = os.getpid()
+
+
 def epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work,
                         partial, pwork, losses):
     """:func:`epoch_dense` for large batches: each batch gradient accumulated on all cores by
     :func:`_chunked_gradient` (same mathematics, summed in a fixed chunk order)."""
+    _start_threads()
     status = _entry_check(X.shape[0], X.shape[1], y, sw, coef, state, t, codes, hp, batch_size, grad, work)
     if partial.shape != (N_CHUNKS,) + coef.shape:
         raise ValueError(f"partial has shape {partial.shape}; need {(N_CHUNKS,) + coef.shape}")

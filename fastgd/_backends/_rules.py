@@ -63,8 +63,7 @@ NEGLIGIBLE = cython.declare(cython.double, 1e-17)
 # of the sparse loops: inlining every rule everywhere made a first fit compile 35 s instead
 # of 7 s (2,000 x 20 dense, mini-batch SGD, empty cache), and not inlining the update rules
 # made per-sample momentum 1.5x slower. The set lives in this file because Numba's on-disk
-# cache keys these rules on it: a rule cached as a call while its callee is inline-only has
-# no callee to call (a stale cache from such a change segfaulted).
+# cache keys these rules on it: changing the set recompiles them.
 NUMBA_INLINE = frozenset({
     "_sgd_span", "_momentum_span", "_adagrad_span", "_rmsprop_span", "_adam_span", "_adamax_span",
     "_nadam_span", "_update_span", "apply_step", "step_factors", "lazy_shrink", "soft_threshold",
