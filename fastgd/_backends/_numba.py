@@ -38,7 +38,7 @@ name = "numba"
 # keys a kernel on the file defining it (this one), not on the functions it inlines from
 # _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
 # checks it is current).
-RULES_DIGEST = "31692502c771338e"
+RULES_DIGEST = "574677378b0965d8"
 
 
 def rules_digest():
@@ -200,12 +200,20 @@ def _borrowed(typingctx, *arrays):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _u(index):
+@intrinsic
+def _u(typingctx, index):
     """A non-negative array index as unsigned: Numba then skips the negative-index
     wraparound it otherwise adds to every access (a compare and a select per element in the
-    sparse gather loops)."""
-    return np.uint64(index)
+    sparse gather loops). An intrinsic, not an inlined function: the rules call it at every
+    array access, and inlining a function costs Numba a copy of its IR at each call (56 of
+    them in a first mini-batch fit)."""
+    if not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return context.cast(builder, args[0], signature.args[0], types.uint64)
+
+    return types.uint64(index), codegen
 
 
 _rules._at = _u  # the rules' loop index (see _rules._at and _compile_rules)
@@ -274,10 +282,12 @@ def apply_step(w, g, st, K, t, codes, hp, inv_b, rows, n_rows, mu_prod):
     return lr, mu_prod
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _mu_product(codes, hp, t):
-    """NAdam's momentum product at the start of an epoch (1 for other optimizers)."""
-    return _rules.nadam_mu_product(codes[_C_OPT], float(t[0]), hp)
+    """NAdam's momentum product at the start of an epoch (1 for other optimizers), which the
+    entry points pass to the kernels. The rule runs in the interpreter (its Python source,
+    as the Cython engine compiles it): once per epoch, and not worth its compile time in a
+    first fit."""
+    return _rules.nadam_mu_product.py_func(int(codes[_C_OPT]), float(t[0]), hp)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -401,7 +411,7 @@ def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
-def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, K):
+def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, mu_prod, K):
     """The batch loop of :func:`epoch_dense`. Inlined twice, with ``K`` the literal 1 and
     with ``K`` read at run time: the single-output loop nest then compiles without the
     multi-output branches (measured 1.5x faster on mini-batch epochs)."""
@@ -412,7 +422,6 @@ def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size,
     z = work[0]
     dz = work[1]
     w, g, st = _flat(coef, grad, state)
-    mu_prod = _mu_product(codes, hp, t)
     loss_sum = 0.0
     p = X.shape[1]
     for start in range(0, n_steps, batch_size):
@@ -440,13 +449,13 @@ def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size,
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
-def _epoch_dense_single(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
-    return _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, 1)
+def _epoch_dense_single(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, mu_prod):
+    return _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, mu_prod, 1)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
-def _epoch_dense_multi(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
-    return _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work,
+def _epoch_dense_multi(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, mu_prod):
+    return _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, mu_prod,
                                 coef.shape[1])
 
 
@@ -457,9 +466,12 @@ def _entry_check(n_rows, n_features, y, sw, coef, state, t, codes, hp, batch_siz
     return _check_codes(codes)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
 def _check_codes(codes):
-    return _rules.check_codes(codes[_C_LOSS], codes[_C_OPT], codes[_C_SCHED], codes[_C_UNIT])
+    """The rule :func:`fastgd._backends._rules.check_codes` run by the interpreter (its Python
+    source, as the Cython engine compiles it): a few comparisons once per call, not worth
+    their compile time in a first fit."""
+    return _rules.check_codes.py_func(int(codes[_C_LOSS]), int(codes[_C_OPT]), int(codes[_C_SCHED]),
+                                      int(codes[_C_UNIT]))
 
 
 def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
@@ -474,9 +486,11 @@ def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, wo
     if C.plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
         status, loss_sum = _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, work[0], work[1])
     elif coef.shape[1] == 1:
-        status, loss_sum = _epoch_dense_single(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)
+        status, loss_sum = _epoch_dense_single(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work,
+                                               _mu_product(codes, hp, t))
     else:
-        status, loss_sum = _epoch_dense_multi(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)
+        status, loss_sum = _epoch_dense_multi(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work,
+                                              _mu_product(codes, hp, t))
     if status == _OK and not _all_finite(coef):
         status = _NONFINITE
     return status, loss_sum
@@ -641,12 +655,12 @@ def epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, 
     if status != _OK:
         return status, 0.0
     return _epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, partial,
-                                pwork, losses)
+                                pwork, losses, _mu_product(codes, hp, t))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work, partial, pwork,
-                         losses):
+                         losses, mu_prod):
     (X, y, sw, order, coef, state, t, codes, hp, grad, work, partial, pwork, losses) = _borrowed(
         X, y, sw, order, coef, state, t, codes, hp, grad, work, partial, pwork, losses)
     n_steps = order.shape[0]
@@ -654,7 +668,6 @@ def _epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size,
     loss_sum = 0.0
     K = coef.shape[1]
     w, g, st = _flat(coef, grad, state)
-    mu_prod = _mu_product(codes, hp, t)
     for start in range(0, n_steps, batch_size):
         end = min(start + batch_size, n_steps)
         batch_loss = _chunked_gradient(X, y, sw, order, start, end, coef, grad, partial, pwork, losses, loss_code,
@@ -690,19 +703,12 @@ _COUNT_UPDATES, _COUNT_CATCHUPS = C.COUNT_UPDATES, C.COUNT_CATCHUPS
 _RESCALE_BELOW = 1e-100  # bring every coordinate up to date before the shrink map underflows
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho):
-    """:func:`fastgd._backends._rules.catch_up` on the 2-D buffers (flat views: no copies)."""
-    K = coef.shape[1]
-    return _rules.catch_up(coef.reshape(coef.size), state.reshape(state.size), c, K, A, B, T,
-                           lazy_work.reshape(lazy_work.size), rmsprop, rho)
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
 def _catch_up_all(coef, state, A, B, T, lazy_work, rmsprop, rho, counters):
-    p = coef.shape[0] - 1
+    p, K = coef.shape[0] - 1, coef.shape[1]
+    w, st, lazy = coef.reshape(coef.size), state.reshape(state.size), lazy_work.reshape(lazy_work.size)
     for c in range(p):
-        counters[_COUNT_CATCHUPS] += _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho)
+        counters[_COUNT_CATCHUPS] += _rules.catch_up(w, st, c, K, A, B, T, lazy, rmsprop, rho)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -728,9 +734,11 @@ def _advance_map(coef, state, A, B, T, a, b, lazy_work, mark, stamp, rmsprop, rh
         B = a * B + b
         if A >= _RESCALE_BELOW:
             return A, B
+        K = coef.shape[1]
+        w, st, lazy = coef.reshape(coef.size), state.reshape(state.size), lazy_work.reshape(lazy_work.size)
         for c in range(p):
             if mark[c] != stamp:
-                counters[_COUNT_CATCHUPS] += _catch_up(coef, state, c, A, B, T + 1.0, lazy_work, rmsprop, rho)
+                counters[_COUNT_CATCHUPS] += _rules.catch_up(w, st, c, K, A, B, T + 1.0, lazy, rmsprop, rho)
         A, B = 1.0, 0.0
     for c in range(p):
         lazy_work[c, 0] = T + 1.0
@@ -1073,7 +1081,7 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
         _start_lazy_epoch(coef, t, lazy_work, index_work[0])
         status, loss_sum = _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                                               batch_size, grad, work, lazy_work, index_work, counters,
-                                              C.sparse_mode(codes, hp))
+                                              C.sparse_mode(codes, hp), _mu_product(codes, hp, t))
     return status, loss_sum
 
 
@@ -1099,7 +1107,7 @@ def _start_lazy_epoch(coef, t, lazy_work, mark):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
-                       batch_size, grad, work, lazy_work, index_work, counters, mode):
+                       batch_size, grad, work, lazy_work, index_work, counters, mode, mu_prod):
     """Every other CSR epoch, in the sparse path ``mode`` (:func:`fastgd._contract.sparse_mode`)."""
     (data, indices, indptr, y, sw, order, coef, state, t, codes, hp, grad, work, lazy_work,
      index_work, counters) = _borrowed(
@@ -1119,7 +1127,7 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
     mark = index_work[0]
     rows = index_work[1]
     w, g, st = _flat(coef, grad, state)
-    mu_prod = _mu_product(codes, hp, t)
+    lazy = lazy_work.reshape(lazy_work.size)  # flat views made once: a reshape is a run-time call
     grad[:, :] = 0.0
     A = 1.0
     B = 0.0
@@ -1138,7 +1146,7 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
                     rows[nt] = c
                     nt += 1
                     if mode == _SPARSE_LAZY_EXACT:
-                        counters[_COUNT_CATCHUPS] += _catch_up(coef, state, c, A, B, T, lazy_work, rmsprop, rho)
+                        counters[_COUNT_CATCHUPS] += _rules.catch_up(w, st, c, K, A, B, T, lazy, rmsprop, rho)
         batch_loss = 0.0
         for j in range(start, end):
             _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps)
@@ -1336,10 +1344,9 @@ def epoch_saga_csr(data, indices, indptr, n_features, y, sw, order, coef, state,
     return status, loss_sum
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
 def _check_saga_codes(codes):
     """The loss and schedule codes in range (the optimizer code is SAGA's, checked at entry)."""
-    return _rules.check_codes(codes[_C_LOSS], _OPT_SGD, codes[_C_SCHED], codes[_C_UNIT])
+    return _rules.check_codes.py_func(int(codes[_C_LOSS]), _OPT_SGD, int(codes[_C_SCHED]), int(codes[_C_UNIT]))
 
 
 # --- Hogwild! epochs (fastgd._contract: Hogwild! epochs) ------------------------------------
