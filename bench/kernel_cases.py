@@ -24,6 +24,9 @@ import time
 
 import numpy as np
 
+if not __package__:  # run as a file (as --trees does in each tree): import from the working directory
+    sys.path.insert(0, os.getcwd())
+
 CASES = {  # name: (data, optimizer, batch size or None for the full batch, learning rate, dtype)
     "dense momentum b1": ("dense", "momentum", 1, 0.01, "float32"),
     "dense sgd b1": ("dense", "sgd", 1, 0.01, "float32"),

@@ -9,6 +9,7 @@ fastgd checks the structure itself: O(nnz) vectorised passes, a small fraction o
 """
 
 import numpy as np
+import scipy.sparse as sp
 
 
 def check_csr_structure(X):
@@ -40,3 +41,34 @@ def check_csr_structure(X):
                 f"Malformed CSR matrix: column indices must lie in [0, {n_features}) (n_features); "
                 f"found {low if low < 0 else high}.{fix}"
             )
+
+
+_CSR_TYPES = (sp.csr_matrix, sp.csr_array)
+
+
+def validated_csr_chunk(estimator, X, y, dtype, check_finite=True):
+    """``(X, y)`` exactly as scikit-learn's ``validate_data(estimator, X, y, reset=False,
+    accept_sparse="csr", dtype=dtype)`` returns them, for the input a streaming loop of
+    ``partial_fit`` calls passes after the first: a CSR matrix already of the model's dtype
+    and width, finite, with a 1-D numeric ``y`` of one label per row. ``None`` for anything
+    else: the caller then runs ``validate_data``, which converts the input or raises its own
+    error.
+
+    Why: on a 1,000-row chunk of hashed features the kernel takes about 0.15 ms, and
+    ``validate_data`` about 0.2 ms of Python-level checks (dataframe-library probes through
+    narwhals, feature-name lookups) that find nothing to do for such a chunk. The checks
+    that can fail on it are all here: the type and dtype (no conversion needed), the number
+    of features, no feature names seen in training, at least one row, ``y``'s shape and
+    kind, and finiteness of ``X.data`` and of a float ``y``."""
+    if type(X) not in _CSR_TYPES or X.dtype != dtype or len(X.shape) != 2:
+        return None
+    n, p = X.shape
+    if n < 1 or p != getattr(estimator, "n_features_in_", None) or hasattr(estimator, "feature_names_in_"):
+        return None
+    if type(y) is not np.ndarray or y.ndim != 1 or y.shape[0] != n or y.dtype.kind not in "biuf":
+        return None
+    if check_finite and not np.isfinite(X.data).all():
+        return None
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        return None
+    return X, y
