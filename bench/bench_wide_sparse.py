@@ -1,7 +1,7 @@
 """Wide hashed features: one ``fit`` epoch and ``partial_fit`` on 1,000-row chunks, fastgd vs
 ``SGDClassifier``, at 2^21 and 2^24 features with 12 non-zeros per row.
 
-    PYTHONPATH=. python -m bench.bench_wide_sparse [--rows 20000] [--bits 21,24] [--repeats 5]
+    PYTHONPATH=. python -m bench.bench_wide_sparse [--rows 20000] [--bits 21,24] [--repeats 5] [--fit-only]
 
 User level (the estimator calls, validation included) next to kernel level (one call of the
 backend's ``epoch_csr`` on the same chunk, no driver, with the running state the driver
@@ -10,6 +10,13 @@ keeps between calls). Same steps on both sides: per-sample SGD on the log loss, 
 ``coef_`` when it is first read (scikit-learn writes it during ``fit``): "fit + read coef_"
 times that too. Also prints the work counters of one partial_fit chunk: the coordinate
 updates and catch-ups (per-coordinate folds) done, against nnz and n_features.
+
+A ``fit`` allocates a model-sized array on both sides, and what that costs depends on what
+the allocator holds: memory it just got back from a model of the same size is reused, memory
+it returned to the system is faulted in again (on a VM with transparent huge pages, a fault
+may also wait for the kernel to compact memory). ``--fit-only`` times the fits alone, which
+allocate one model each; the default also times "fit + read coef_", whose second
+model-sized array changes what the next fit finds.
 """
 
 import argparse
@@ -81,6 +88,9 @@ def main(argv=None):
     ap.add_argument("--bits", default="21,24")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--backends", default="cython,numba")
+    ap.add_argument("--fit-only", action="store_true",
+                    help="time the fits alone (no 'fit + read coef_' rows between them): fewer fresh "
+                         "model-sized allocations, so fewer page faults of memory the allocator returned")
     args = ap.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b in _common.available_backends()]
     warnings.simplefilter("ignore")
@@ -91,7 +101,8 @@ def main(argv=None):
               f"coef {p * 8 / 1e6:.0f} MB", flush=True)
         fns = {f"fastgd[{b}]": (lambda b=b: _ours(b).fit(X, y)) for b in backends}
         fns["SGDClassifier"] = lambda: _theirs().fit(X, y)
-        fns.update({f"fastgd[{b}] fit + read coef_": (lambda b=b: _ours(b).fit(X, y).coef_) for b in backends})
+        if not args.fit_only:
+            fns.update({f"fastgd[{b}] fit + read coef_": (lambda b=b: _ours(b).fit(X, y).coef_) for b in backends})
         times = _common.alternate(fns, args.repeats, warmup=1)
         sk = np.median(times["SGDClassifier"])
         for name, ts in times.items():

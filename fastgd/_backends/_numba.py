@@ -38,7 +38,7 @@ name = "numba"
 # keys a kernel on the file defining it (this one), not on the functions it inlines from
 # _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
 # checks it is current).
-RULES_DIGEST = "574677378b0965d8"
+RULES_DIGEST = "cef1a80fd58ae0a6"
 
 
 def rules_digest():
@@ -246,6 +246,10 @@ def _loss_1(loss_code, m, yi, hp):
     return _rules.loss_1(loss_code, float(m), float(yi), hp)
 
 
+# the loss rule inlined where the single-output dense loops call it per sample
+_loss_1_inline = njit(cache=True, nogil=True, error_model="numpy", inline="always")(_rules.loss_1.py_func)
+
+
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def sample_loss(loss_code, z, y, i, dz, K, hp):
     """Loss of one sample from its margins ``z``; writes d loss / d z into ``dz``."""
@@ -369,7 +373,7 @@ def _add_gradients_1(X, y, sw, order, lo, hi, stop, w, g, loss_code, hp):
     total = 0.0
     for j in range(lo, hi):
         i, m = _margin_1(X, order, j, stop, w)
-        loss, d = _loss_1(loss_code, m, y[i, 0], hp)
+        loss, d = _loss_1_inline(loss_code, float(m), float(y[i, 0]), hp)
         s = sw[i]
         d = dt(d * s)
         total += s * loss

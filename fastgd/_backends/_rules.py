@@ -59,17 +59,16 @@ NEGLIGIBLE = cython.declare(cython.double, 1e-17)
 
 # The rules the Numba engine inlines where they are called (the others are calls; Cython
 # inlines everything). Numba's inlining copies and re-types the callee's IR at every call
-# site, and a first fit compiles every rule a kernel can reach, so the set is kept to the
-# step's frame (apply_step and its scalar factors) and the small maps of the sparse loops.
-# The optimizer rules are calls: each is one loop over a span, compiled once, and the call
-# costs less than its loop (first fit, 2,000 x 20 dense, mini-batch SGD, empty cache: about
-# 5 s of compile against 7 s with the rules inlined, and per-sample momentum, Adam and
-# mini-batch epochs within a few percent; inlining every rule everywhere took 35 s).
-# The set lives in this file because Numba's on-disk cache keys these rules on it:
-# changing the set recompiles them.
+# site, so the set is kept to the update rules (gathered into apply_step, which the kernels
+# call) and the small maps of the sparse loops: inlining every rule everywhere made a first
+# fit compile 35 s (2,000 x 20 dense, mini-batch SGD, empty cache; about 6 s with this set),
+# and calling the update rules instead of inlining them made per-sample momentum 1.25x and
+# Adam 1.1x slower for 1 s less of compile. The set lives in this file because Numba's
+# on-disk cache keys these rules on it: changing the set recompiles them.
 NUMBA_INLINE = frozenset({
-    "apply_step", "step_factors", "lazy_shrink", "soft_threshold", "catch_up",
-    "hogwild_coordinate",
+    "_sgd_span", "_momentum_span", "_adagrad_span", "_rmsprop_span", "_adam_span", "_adamax_span",
+    "_nadam_span", "_update_span", "apply_step", "step_factors", "lazy_shrink", "soft_threshold",
+    "catch_up", "hogwild_coordinate",
 })
 
 
