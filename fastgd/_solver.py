@@ -129,7 +129,10 @@ class SparseScratch:
     For hashed features they are several times the size of the model (5 * 8 bytes per
     feature); allocating them per ``partial_fit`` call made every call pay page faults and
     zeroing proportional to ``n_features``. Reuse changes no result: the kernels initialise
-    every entry they read at the start of each epoch.
+    every entry they read at the start of each epoch. So the arrays are allocated
+    uninitialised: a path that does not use one (the running-scale kernel takes a gradient
+    buffer of the model's shape and never touches it) then costs neither a zeroing nor a
+    page fault for it.
     """
 
     def __init__(self):
@@ -138,7 +141,7 @@ class SparseScratch:
     def get(self, name, shape, dtype):
         array = self._arrays.get(name)
         if array is None or array.shape != shape or array.dtype != dtype:
-            array = np.zeros(shape, dtype=dtype)
+            array = np.empty(shape, dtype=dtype)
             self._arrays[name] = array
         return array
 
