@@ -38,7 +38,7 @@ name = "numba"
 # keys a kernel on the file defining it (this one), not on the functions it inlines from
 # _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
 # checks it is current).
-RULES_DIGEST = "cef1a80fd58ae0a6"
+RULES_DIGEST = "b3c9bc3613d3db43"
 
 
 def rules_digest():
@@ -274,14 +274,25 @@ def _flat(coef, grad, state):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def apply_step(w, g, st, K, t, codes, hp, inv_b, rows, n_rows, mu_prod):
-    """One optimizer step (:func:`fastgd._backends._rules.apply_step`) from ``g``, a sum over
-    the batch scaled by ``inv_b``; ``n_rows < 0`` steps every row, otherwise
-    ``rows[:n_rows]``. The parameters, gradient and optimizer state come flat (see
-    :func:`_flat`), made once per epoch: a reshape per step is a run-time call. Advances
-    ``t``; returns the learning rate used and NAdam's momentum product after the step."""
+def apply_step(w, g, st, K, t, codes, hp, inv_b, mu_prod):
+    """One optimizer step of every parameter (:func:`fastgd._backends._rules.apply_step`)
+    from ``g``, a sum over the batch scaled by ``inv_b``. The parameters, gradient and
+    optimizer state come flat (see :func:`_flat`), made once per epoch: a reshape per step is
+    a run-time call. Advances ``t``; returns the learning rate used and NAdam's momentum
+    product after the step."""
     lr, mu_prod = _rules.apply_step(codes[_C_OPT], codes[_C_NEST], codes[_C_AMS], codes[_C_SCHED], codes[_C_UNIT],
-                                    w, g, st, w.shape[0], K, rows, n_rows, float(t[0]), hp, inv_b, mu_prod)
+                                    w, g, st, w.shape[0], K, float(t[0]), hp, inv_b, mu_prod)
+    t[0] += 1
+    return lr, mu_prod
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def apply_step_rows(w, g, st, K, t, codes, hp, inv_b, rows, n_rows, mu_prod):
+    """:func:`apply_step` on the rows ``rows[:n_rows]`` only
+    (:func:`fastgd._backends._rules.apply_step_rows`)."""
+    lr, mu_prod = _rules.apply_step_rows(codes[_C_OPT], codes[_C_NEST], codes[_C_AMS], codes[_C_SCHED],
+                                         codes[_C_UNIT], w, g, st, w.shape[0], K, rows, n_rows, float(t[0]), hp,
+                                         inv_b, mu_prod)
     t[0] += 1
     return lr, mu_prod
 
@@ -448,7 +459,7 @@ def _epoch_dense_batches(X, y, sw, order, coef, state, t, codes, hp, batch_size,
         loss_sum += batch_loss
         if not np.isfinite(batch_loss):
             return _NONFINITE, loss_sum
-        _, mu_prod = apply_step(w, g, st, K, t, codes, hp, 1.0 / (end - start), order, -1, mu_prod)
+        _, mu_prod = apply_step(w, g, st, K, t, codes, hp, 1.0 / (end - start), mu_prod)
     return _OK, loss_sum
 
 
@@ -679,7 +690,7 @@ def _epoch_dense_chunked(X, y, sw, order, coef, state, t, codes, hp, batch_size,
         loss_sum += batch_loss
         if not np.isfinite(batch_loss):
             return _NONFINITE, loss_sum
-        _, mu_prod = apply_step(w, g, st, K, t, codes, hp, 1.0 / (end - start), order, -1, mu_prod)
+        _, mu_prod = apply_step(w, g, st, K, t, codes, hp, 1.0 / (end - start), mu_prod)
     if not _all_finite(coef):
         return _NONFINITE, loss_sum
     return _OK, loss_sum
@@ -1180,10 +1191,10 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
         rows[nt] = p
         inv_b = 1.0 / (end - start)
         if mode == _SPARSE_DENSE:
-            _, mu_prod = apply_step(w, g, st, K, t, codes, hp, inv_b, rows, -1, mu_prod)
+            _, mu_prod = apply_step(w, g, st, K, t, codes, hp, inv_b, mu_prod)
             counters[_COUNT_UPDATES] += p1
         else:
-            lr, mu_prod = apply_step(w, g, st, K, t, codes, hp, inv_b, rows, nt + 1, mu_prod)
+            lr, mu_prod = apply_step_rows(w, g, st, K, t, codes, hp, inv_b, rows, nt + 1, mu_prod)
             counters[_COUNT_UPDATES] += nt + 1
             if mode == _SPARSE_LAZY_EXACT:
                 a = 1.0 - lr * l2 if sgd else 1.0

@@ -59,16 +59,17 @@ NEGLIGIBLE = cython.declare(cython.double, 1e-17)
 
 # The rules the Numba engine inlines where they are called (the others are calls; Cython
 # inlines everything). Numba's inlining copies and re-types the callee's IR at every call
-# site, so the set is kept to the update rules (gathered into apply_step, which the kernels
-# call) and the small maps of the sparse loops: inlining every rule everywhere made a first
-# fit compile 35 s (2,000 x 20 dense, mini-batch SGD, empty cache; about 6 s with this set),
-# and calling the update rules instead of inlining them made per-sample momentum 1.25x and
-# Adam 1.1x slower for 1 s less of compile. The set lives in this file because Numba's
-# on-disk cache keys these rules on it: changing the set recompiles them.
+# site, so the set is kept to the update rules (gathered into apply_step and apply_step_rows,
+# which the kernels call) and the small maps of the sparse loops: inlining every rule
+# everywhere made a first fit compile 35 s (2,000 x 20 dense, mini-batch SGD, empty cache;
+# about 6 s with this set), and calling the update rules instead of inlining them made
+# per-sample momentum 1.25x and Adam 1.1x slower for 1 s less of compile. The set lives in
+# this file because Numba's on-disk cache keys these rules on it: changing the set
+# recompiles them.
 NUMBA_INLINE = frozenset({
     "_sgd_span", "_momentum_span", "_adagrad_span", "_rmsprop_span", "_adam_span", "_adamax_span",
-    "_nadam_span", "_update_span", "apply_step", "step_factors", "lazy_shrink", "soft_threshold",
-    "catch_up", "hogwild_coordinate",
+    "_nadam_span", "_update_span", "_update_rows", "apply_step", "apply_step_rows", "clip_scale", "step_factors",
+    "lazy_shrink", "soft_threshold", "catch_up", "hogwild_coordinate",
 })
 
 
@@ -584,20 +585,28 @@ def soft_threshold(v: cython.double, thresh: cython.double) -> cython.double:
 @cython.inline
 @cython.nogil
 @cython.exceptval(check=False)
+def clip_scale(sq: cython.double, inv_b: cython.double, clip: cython.double) -> cython.double:
+    """The gradient's scale after global-norm clipping (torch's ``clip_grad_norm_``): ``inv_b``,
+    times ``clip / (norm + 1e-6)`` when that is below 1; ``sq`` is the squared norm of the
+    scaled gradient."""
+    c: cython.double = clip / (sqrt(sq) + 1e-6)
+    return inv_b * c if c < 1.0 else inv_b
+
+
+@cython.cfunc
+@cython.inline
+@cython.nogil
+@cython.exceptval(check=False)
 def apply_step(opt: cython.long, nesterov: cython.long, amsgrad: cython.long, sched: cython.long, unit: cython.long,
                w: cython.pointer(real), g: cython.pointer(real), st: cython.pointer(real),
-               n: cython.Py_ssize_t, K: cython.Py_ssize_t, rows: cython.pointer(cython.Py_ssize_t),
-               n_rows: cython.Py_ssize_t, t: cython.double, hp: cython.p_double, inv_b: cython.double,
-               mu_prod: cython.double) -> tuple[cython.double, cython.double]:
-    """One optimizer step from ``g`` (a sum over the batch, scaled by ``inv_b``): global-norm
-    clipping (torch's ``clip_grad_norm_``), the rule with coupled L2, AdamW's decoupled decay,
-    and the L1 proximal step. ``w`` and ``g`` hold ``n`` parameters, ``(p + 1, K)`` flat with
-    the intercept row last.
-
-    ``n_rows < 0`` steps every parameter; otherwise only the rows ``rows[:n_rows]`` (the rows
-    a sparse batch touched, the intercept row last; the others' gradient is zero). Either way
-    the rule runs once per span, from one call site (every weight, then the intercept row;
-    or each row given): each span's loop vectorises on its own.
+               n: cython.Py_ssize_t, K: cython.Py_ssize_t, t: cython.double, hp: cython.p_double,
+               inv_b: cython.double, mu_prod: cython.double) -> tuple[cython.double, cython.double]:
+    """One optimizer step of every parameter from ``g`` (a sum over the batch, scaled by
+    ``inv_b``): global-norm clipping (torch's ``clip_grad_norm_``), the rule with coupled L2,
+    AdamW's decoupled decay, and the L1 proximal step. ``w`` and ``g`` hold ``n`` parameters,
+    ``(p + 1) * K`` flat with the intercept row last. The rule runs once per span, from one
+    call site (every weight, then the intercept row): each span's loop vectorises on its own.
+    :func:`apply_step_rows` is the same step on the rows a sparse batch touched.
 
     Returns the learning rate used and NAdam's momentum product after the step."""
     nw: cython.Py_ssize_t = n - K  # the weights; the intercept row is [nw, n) (no division per step)
@@ -605,63 +614,115 @@ def apply_step(opt: cython.long, nesterov: cython.long, amsgrad: cython.long, sc
     cs: cython.double = inv_b
     sq: cython.double = 0.0
     gi: cython.double
-    c: cython.double
     thresh: cython.double
     shrink: cython.double = 1.0 - lr * hp[H_WEIGHT_DECAY]
-    l2: cython.double = hp[H_L2]
-    row_l2: cython.double
-    row_shrink: cython.double
-    m: cython.Py_ssize_t = n_rows
+    f0: cython.double
+    f1: cython.double
+    f2: cython.double
+    j: cython.Py_ssize_t
+    q: cython.Py_ssize_t
     end: cython.Py_ssize_t
+    flag: cython.long = nesterov if opt == OPT_SGD else amsgrad
+    if hp[H_CLIP] > 0:
+        for q in range(n):
+            gi = g[q] * inv_b
+            sq += gi * gi
+        cs = clip_scale(sq, inv_b, hp[H_CLIP])
+    f0, f1, f2, mu_prod = step_factors(opt, lr, t + 1.0, mu_prod, hp)
+    # One call of _update_span, in a loop over the two spans: Numba inlines it (seven rules,
+    # each a vectorised loop) at every call, and its compile time grows with them.
+    for j in range(2):
+        q = 0 if j == 0 else nw
+        end = nw if j == 0 else n
+        # the intercept takes no penalty
+        _update_span(opt, w, g, st, n, q, end, cs, hp[H_L2] if j == 0 else 0.0, shrink if j == 0 else 1.0, lr,
+                     f0, f1, f2, flag, hp)
+    thresh = lr * hp[H_L1]
+    if thresh > 0:
+        for q in range(nw):
+            w[q] = soft_threshold(w[q], thresh)
+    return lr, mu_prod
+
+
+@cython.cfunc
+@cython.inline
+@cython.nogil
+@cython.exceptval(check=False)
+def apply_step_rows(opt: cython.long, nesterov: cython.long, amsgrad: cython.long, sched: cython.long,
+                    unit: cython.long, w: cython.pointer(real), g: cython.pointer(real), st: cython.pointer(real),
+                    n: cython.Py_ssize_t, K: cython.Py_ssize_t, rows: cython.pointer(cython.Py_ssize_t),
+                    n_rows: cython.Py_ssize_t, t: cython.double, hp: cython.p_double, inv_b: cython.double,
+                    mu_prod: cython.double) -> tuple[cython.double, cython.double]:
+    """:func:`apply_step` on the rows ``rows[:n_rows]`` only (the rows a sparse batch touched,
+    the intercept row last; the others' gradient is zero), each row a span of ``K``."""
+    nw: cython.Py_ssize_t = n - K
+    lr: cython.double = learning_rate(sched, unit, t, hp)
+    cs: cython.double = inv_b
+    sq: cython.double = 0.0
+    gi: cython.double
+    thresh: cython.double
     f0: cython.double
     f1: cython.double
     f2: cython.double
     j: cython.Py_ssize_t
     q: cython.Py_ssize_t
     r: cython.Py_ssize_t
-    flag: cython.long = nesterov if opt == OPT_SGD else amsgrad
     if hp[H_CLIP] > 0:
-        if n_rows < 0:
-            for q in range(n):
+        for j in range(n_rows):
+            r = rows[j]
+            for q in range(r * K, r * K + K):
                 gi = g[q] * inv_b
                 sq += gi * gi
-        else:
-            for j in range(n_rows):
-                r = rows[j]
-                for q in range(r * K, r * K + K):
-                    gi = g[q] * inv_b
-                    sq += gi * gi
-        c = hp[H_CLIP] / (sqrt(sq) + 1e-6)
-        if c < 1.0:
-            cs = inv_b * c
+        cs = clip_scale(sq, inv_b, hp[H_CLIP])
     f0, f1, f2, mu_prod = step_factors(opt, lr, t + 1.0, mu_prod, hp)
-    # One call of _update_span, over spans: every weight then the intercept row, or the rows
-    # given. Numba inlines it (seven rules, each a vectorised loop) at every call, and its
-    # compile time grows with them.
-    if n_rows < 0:
-        m = 2
-    for j in range(m):
-        if n_rows < 0:
-            q = 0 if j == 0 else nw
-            end = nw if j == 0 else n
-        else:
-            q = rows[j] * K
-            end = q + K
-        row_l2 = l2 if q < nw else 0.0  # the intercept takes no penalty
-        row_shrink = shrink if q < nw else 1.0
-        _update_span(opt, w, g, st, n, q, end, cs, row_l2, row_shrink, lr, f0, f1, f2, flag, hp)
+    _update_rows(opt, w, g, st, n, K, rows, n_rows, cs, hp[H_L2], 1.0 - lr * hp[H_WEIGHT_DECAY], lr, f0, f1, f2,
+                 nesterov if opt == OPT_SGD else amsgrad, hp)
     thresh = lr * hp[H_L1]
     if thresh > 0:
-        if n_rows < 0:
-            for q in range(nw):
-                w[q] = soft_threshold(w[q], thresh)
-        else:
-            for j in range(n_rows):
-                r = rows[j]
-                if r * K < nw:
-                    for q in range(r * K, r * K + K):
-                        w[q] = soft_threshold(w[q], thresh)
+        for j in range(n_rows):
+            r = rows[j]
+            if r * K < nw:
+                for q in range(r * K, r * K + K):
+                    w[q] = soft_threshold(w[q], thresh)
     return lr, mu_prod
+
+
+@cython.cfunc
+@cython.inline
+@cython.nogil
+@cython.exceptval(check=False)
+def _update_rows(opt: cython.long, w: cython.pointer(real), g: cython.pointer(real), st: cython.pointer(real),
+                 n: cython.Py_ssize_t, K: cython.Py_ssize_t, rows: cython.pointer(cython.Py_ssize_t),
+                 n_rows: cython.Py_ssize_t, cs: cython.double, l2: cython.double, shrink: cython.double,
+                 lr: cython.double, f0: cython.double, f1: cython.double, f2: cython.double, flag: cython.long,
+                 hp: cython.p_double) -> cython.void:
+    """:func:`_update_span` on each row of ``rows[:n_rows]`` (the intercept row, ``[n - K, n)``,
+    without penalty), the rule chosen once for all of them: a choice per row cost Numba's
+    mini-batch CSR epochs a third of their time."""
+    nw: cython.Py_ssize_t = n - K
+    j: cython.Py_ssize_t
+    q: cython.Py_ssize_t
+    if opt == OPT_SGD and hp[H_MOMENTUM] > 0:
+        for j in range(n_rows):
+            q = rows[j] * K
+            _momentum_span(w, g, st, n, q, q + K, cs, l2 if q < nw else 0.0, lr, hp[H_MOMENTUM], flag)
+    elif opt == OPT_SGD:
+        for j in range(n_rows):
+            q = rows[j] * K
+            _sgd_span(w, g, q, q + K, cs, l2 if q < nw else 0.0, lr)
+    elif opt == OPT_ADAGRAD:
+        for j in range(n_rows):
+            q = rows[j] * K
+            _adagrad_span(w, g, st, n, q, q + K, cs, l2 if q < nw else 0.0, lr, hp[H_EPS])
+    elif opt == OPT_RMSPROP:
+        for j in range(n_rows):
+            q = rows[j] * K
+            _rmsprop_span(w, g, st, n, q, q + K, cs, l2 if q < nw else 0.0, lr, hp[H_RHO], hp[H_EPS])
+    else:  # the Adam family: their rules read the decoupled decay
+        for j in range(n_rows):
+            q = rows[j] * K
+            _update_span(opt, w, g, st, n, q, q + K, cs, l2 if q < nw else 0.0, shrink if q < nw else 1.0, lr,
+                         f0, f1, f2, flag, hp)
 
 
 # --- sparse epochs: the deferred shrink maps of untouched coordinates (fastgd._contract) -----

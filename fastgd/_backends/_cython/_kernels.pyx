@@ -356,8 +356,12 @@ cdef inline double _apply_step(floating* cf, const floating* g, floating* st, Py
     Returns the learning rate used."""
     cdef double lr
     # (int64_t and Py_ssize_t are the same 64-bit integer on the platforms fastgd builds for)
-    lr, mu_prod[0] = apply_step(P.opt, P.nesterov, P.amsgrad, P.sched, P.unit, cf, <floating*>g, st, n, K,
-                                <Py_ssize_t*>rows, n_rows, <double>t, P.hp, inv_b, mu_prod[0])
+    if n_rows < 0:
+        lr, mu_prod[0] = apply_step(P.opt, P.nesterov, P.amsgrad, P.sched, P.unit, cf, <floating*>g, st, n, K,
+                                    <double>t, P.hp, inv_b, mu_prod[0])
+    else:
+        lr, mu_prod[0] = apply_step_rows(P.opt, P.nesterov, P.amsgrad, P.sched, P.unit, cf, <floating*>g, st, n,
+                                         K, <Py_ssize_t*>rows, n_rows, <double>t, P.hp, inv_b, mu_prod[0])
     return lr
 
 
