@@ -42,6 +42,9 @@ from fastgd.schedules import (
 )
 
 COMPILED_BACKENDS = ["numba"] + (["cython"] if available("cython") else [])
+# Every test here names its backends (FASTGD_BACKEND changes only "auto"), so a run with a
+# forced backend would repeat them exactly: .ci/run deselects them there.
+pytestmark = pytest.mark.pinned_backend
 
 OPTIMIZERS = list(OPTIMIZER_NAMES)
 # Every schedule string, plus objects. Warm-up is 5 steps (the default 100 would cover the
