@@ -17,3 +17,25 @@ settings.register_profile("ci", max_examples=2000, derandomize=True, database=No
 settings.register_profile("long", max_examples=int(os.environ.get("FASTGD_FUZZ_EXAMPLES", "50000")), deadline=None,
                           database=None, suppress_health_check=_SLOW_OK, print_blob=True)
 settings.load_profile("ci")
+
+
+# --- tests that FASTGD_BACKEND cannot change --------------------------------------------------
+# .ci/run runs the suite once as README says, then again with each backend forced
+# (FASTGD_BACKEND=numba / numpy), deselecting the tests marked ``pinned_backend``: those give
+# the same result whatever the variable says, so the forced runs would only repeat them.
+# A test parametrized by the engine it runs on (an argument ``backend`` or ``engine`` set to a
+# backend's name) is marked here; every such test passes that engine to each of its fits and
+# kernel calls, or fits nothing. Test modules that call no estimator with "auto" mark
+# themselves (``pytestmark``). Parameters set to None or "auto" stay unmarked.
+_ENGINE_ARGUMENTS = ("backend", "engine")
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    from fastgd._backends import BACKENDS
+
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(isinstance(params.get(arg), str) and params[arg] in BACKENDS for arg in _ENGINE_ARGUMENTS):
+            item.add_marker(pytest.mark.pinned_backend)

@@ -498,7 +498,7 @@ def test_reference_backend_does_not_copy_a_memmapped_X(tmp_path, monkeypatch):
     assert np.all(np.isfinite(reg.coef_))
 
 
-@pytest.mark.skipif(TESTED_BACKEND == "numpy", reason="backend-independent: runs once, in the compiled runs only")
+@pytest.mark.pinned_backend  # backend-independent: runs once, in the README's run
 def test_built_package_does_not_ship_the_generated_c_file(tmp_path):
     # Before the fix the exclusion was keyed by the parent package and did not apply: the
     # wheel carried the 3.6 MB _kernels.c. build_py assembles what the wheel ships.

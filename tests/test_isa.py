@@ -11,6 +11,9 @@ from fastgd import _contract as C
 from fastgd._backends import _isa, available
 from fastgd.optim import OPTIMIZER_NAMES
 
+# The Cython builds, called directly: FASTGD_BACKEND cannot change these tests.
+pytestmark = pytest.mark.pinned_backend
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V4 = "x86_64_v4"
 ALL_V4 = {f: True for f in _isa.LEVELS[V4]}
