@@ -8,6 +8,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+# the cores this process may run on: the three extensions are translated and compiled side by side
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 OPENMP_TEST = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
 
 
@@ -54,6 +57,11 @@ def accepts(compiler, flags):
 
 
 class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:  # the three extensions compile side by side (``--parallel N`` still rules)
+            self.parallel = CORES
+
     def build_extensions(self):
         compile_args, link_args = openmp_flags(self.compiler)
         float_flags = FLOAT_FLAGS if accepts(self.compiler, FLOAT_FLAGS) else []
@@ -94,6 +102,7 @@ ext_modules = cythonize(
         ),
     ],
     compiler_directives={"language_level": 3},
+    nthreads=CORES,  # Cython translates the three sources side by side
 )
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})
