@@ -110,7 +110,18 @@ def assert_close(actual, desired, rtol, what):
     np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
-# --- parity with the reference: the full product of the settings -------------------------
+# --- parity with the reference ----------------------------------------------------------
+# Penalty, batch size and clipping select branches inside the step and interact there: their
+# full product, at the constant rate. A schedule reaches the step only as its learning rate,
+# whose clock depends on the batch size: every schedule with every batch size, once without
+# penalty or clipping and once with both (the L1 threshold and the decay scale with the rate).
+DENSE_GRID = [(("constant", SCHEDULES["constant"]), penalty, batch_size, clip)
+              for penalty, batch_size, clip in itertools.product(PENALTIES, BATCH_SIZES, CLIPS)] + [
+    (item, penalty, batch_size, clip)
+    for item in SCHEDULES.items() if item[0] != "constant"
+    for batch_size in BATCH_SIZES for penalty, clip in [(None, None), ("elasticnet", CLIPS[-1])]]
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("optimizer", OPTIMIZER_NAMES)
 @pytest.mark.parametrize("loss", LOSSES)
@@ -118,8 +129,7 @@ def test_epoch_dense_matches_reference(loss, optimizer, dtype):
     X, y, sw, coef0, orders = make_problem(loss, dtype)
     rtol = RTOL[dtype]
     failures = []
-    for (sched_name, schedule), penalty, batch_size, clip in itertools.product(
-            SCHEDULES.items(), PENALTIES, BATCH_SIZES, CLIPS):
+    for (sched_name, schedule), penalty, batch_size, clip in DENSE_GRID:
         codes, hp, b = kernel_arrays(optimizer, schedule, penalty, batch_size, clip, LOSS_CODE[loss])
         scales = PLATEAU_SCALES if sched_name == "plateau" else [1.0] * N_EPOCHS
         args = (X, y, sw, orders, coef0, optimizer, codes, hp, b, scales)
@@ -398,6 +408,9 @@ def run_csr_epochs(backend, Xs, y, sw, orders, coef0, optimizer, codes, hp, batc
     return coef, state, int(t[0]), np.array(losses), counters
 
 
+_CSR_REFERENCE = {}
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("index_dtypes", [(np.int32, np.int32), (np.int64, np.int64), (np.int32, np.int64)],
                          ids=["i32", "i64", "mixed"])
@@ -413,7 +426,11 @@ def test_epoch_csr_matches_reference(optimizer, penalty, lazy, mode, loss, index
         codes[C.C_LAZY] = int(lazy)
         assert C.sparse_mode(codes, hp) == mode
         args = (Xs, y, sw, orders, coef0, optimizer, codes, hp, b, index_dtypes)
-        ref = run_csr_epochs(_reference, *args)
+        # the reference's result does not depend on the index dtypes: computed once for the three
+        key = (optimizer, penalty, lazy, loss, np.dtype(dtype).name, batch_size, repr(schedule), clip)
+        if key not in _CSR_REFERENCE:
+            _CSR_REFERENCE[key] = run_csr_epochs(_reference, *args)
+        ref = _CSR_REFERENCE[key]
         got = run_csr_epochs(cy, *args)
         nb = run_csr_epochs(get_backend("numba"), *args)
         label = f"batch_size={batch_size} schedule={schedule} clip={clip}"
