@@ -90,6 +90,9 @@ def _fit_pair(task, params, X, data, fit_params):
             sk.SGDClassifier(**params).fit(X, y, sample_weight=sw, **fit_params))
 
 
+# (slow_on_reference: the NumPy engine of the drop-ins equals the compiled ones, tests/test_sgd_kernels.py,
+# which this test holds to scikit-learn)
+@pytest.mark.slow_on_reference
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
 @pytest.mark.parametrize("average", AVERAGES, ids=lambda a: f"average={a}")
 @pytest.mark.parametrize("task,loss,penalty,lr", list(_grid()))
