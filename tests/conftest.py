@@ -1,14 +1,17 @@
 """Hypothesis profiles for the fuzz tests (tests/test_fuzz.py).
 
 ``ci`` (the default): a fixed, bounded set of examples, the same on every run, written
-nowhere (2,000; 500 when FASTGD_BACKEND forces a backend). ``long``: many fresh random examples for a local hunt, e.g.
-``python -m pytest tests/test_fuzz.py --hypothesis-profile=long``
+nowhere (2,000; 500 when FASTGD_BACKEND forces a backend). ``long``: many fresh random
+examples for a local hunt, e.g. ``python -m pytest tests/test_fuzz.py --hypothesis-profile=long``
 (``FASTGD_FUZZ_EXAMPLES`` sets its example count).
 """
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from fastgd._backends import BACKENDS
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
@@ -33,10 +36,6 @@ _ENGINE_ARGUMENTS = ("backend", "engine")
 
 
 def pytest_collection_modifyitems(config, items):
-    import pytest
-
-    from fastgd._backends import BACKENDS
-
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if any(isinstance(params.get(arg), str) and params[arg] in BACKENDS for arg in _ENGINE_ARGUMENTS):
