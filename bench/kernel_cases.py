@@ -16,6 +16,7 @@ first tree (> 1: faster than the first tree). Without ``--trees`` it times this 
 """
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -45,6 +46,7 @@ CASES = {  # name: (data, optimizer, batch size or None for the full batch, lear
 }
 
 
+@functools.lru_cache(maxsize=None)  # (scipy's sp.random at this size takes minutes: built once per process)
 def _data(kind, dtype):
     import scipy.sparse as sp
 
