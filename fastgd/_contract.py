@@ -193,7 +193,29 @@ CHUNKED_MIN_WORK = 1 << 17
 # every coordinate every step (O(p) per step). With codes[C_LAZY] = 1 those optimizers instead
 # update only the coordinates the batch touches (and the intercept): a documented
 # approximation (untouched coordinates keep their value and optimizer state unchanged).
+#
+# Deferred catch-up across calls (``running`` of ``DEFERRED_FIELDS`` float64, the general
+# kernel in the lazy, exact path without L1: see :func:`csr_deferred_catch_up`). The
+# end-of-epoch catch-up, and everything else in an epoch that would touch every coordinate,
+# is left out, so that an epoch (a ``partial_fit`` call) costs O(nnz):
+#   - ``lazy_work`` and the stamps of ``index_work`` row 0 are kept from one call to the next
+#     and not reset; the cumulative map carries on from ``running[D_A], running[D_B]``;
+#     coordinates not touched stay behind (the driver catches them all up when something
+#     reads the plain weights);
+#   - the stamps are ``running[D_STAMP] - 1, - 2, ...`` (negative and decreasing, so never
+#     one a per-epoch call wrote, ``t + 1 >= 1``, nor one this state wrote before);
+#   - ``grad`` is all zeros on entry and is left so (the kernel zeroes the rows it used,
+#     also when it stops on a non-finite loss);
+#   - the weights' finiteness is checked on the rows each step changed;
+#   - for SGD with L2, ``running[D_SQ]`` is kept equal to the sum over coordinates of
+#     ``(w / A_c)**2`` (``w`` as stored, ``A_c`` its snapshot's A): the weights' true sum of
+#     squares is ``A**2 * running[D_SQ]``, O(nnz) to maintain (a catch-up leaves a term
+#     unchanged). When the map restarts (``A`` about to underflow: every coordinate is then
+#     brought up to date), it is recomputed.
+# The values of ``running`` are written back on return, non-finite status included.
 LAZY_FIELDS = 3  # last step, A at that step, B at that step
+D_A, D_B, D_STAMP, D_SQ = 0, 1, 2, 3  # the fields of the deferred catch-up's ``running``
+DEFERRED_FIELDS = 4
 COUNT_UPDATES = 0  # coordinate rows updated by an optimizer step
 COUNT_CATCHUPS = 1  # coordinate rows brought up to date lazily
 N_COUNTERS = 2
@@ -342,13 +364,36 @@ def check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, 
         raise ValueError(f"counters has {counters.shape[0]} entries; need {N_COUNTERS}")
 
 
-def check_running_state(running, needs_lazy):
+def csr_deferred_catch_up(codes, hp, batch_size, n_outputs):
+    """True when a CSR epoch may take a deferred catch-up state (``running`` of
+    DEFERRED_FIELDS, see above): the general kernel (not the running-scale, per-sample
+    AdaGrad or fused per-sample SGD one) in the lazy, exact path without L1: SGD without
+    momentum (L2 or none) and AdaGrad / RMSprop without penalty, at any batch size, or with
+    clipping or several outputs."""
+    return (csr_needs_lazy_buffers(codes, hp, batch_size, n_outputs)
+            and not (plain_sgd_per_sample(codes, hp, batch_size, n_outputs))
+            and sparse_mode(codes, hp) == SPARSE_LAZY_EXACT and hp[H_L1] == 0)
+
+
+def check_running_state(running, codes, hp, batch_size, n_outputs):
     """Raise ``ValueError`` unless ``running`` (``epoch_csr``'s optional running state) is
-    None, or, for the running-scale kernel (``needs_lazy`` False), two float64: a scale in
-    (0, 1] and a non-negative sum of squares."""
+    None, or what the kernel these arrays select keeps in it: for the running-scale kernel,
+    two float64, a scale in (0, 1] and a non-negative sum of squares; for the deferred
+    catch-up (:func:`csr_deferred_catch_up`), DEFERRED_FIELDS float64 with A in (0, 1],
+    B >= 0, a stamp <= -1 and a non-negative sum."""
     if running is None:
         return
-    if (needs_lazy or running.shape != (2,) or running.dtype != "float64" or not 0.0 < running[0] <= 1.0
-            or not running[1] >= 0.0):
-        raise ValueError("running is for the running-scale kernel only (per-sample plain SGD with no L1, one "
-                         f"output): two float64, a scale in (0, 1] and a sum of squares; got {running!r}")
+    if csr_running_scale(codes, hp, batch_size, n_outputs):
+        if running.shape == (2,) and running.dtype == "float64" and 0.0 < running[0] <= 1.0 and running[1] >= 0.0:
+            return
+        raise ValueError("running, for the running-scale kernel (per-sample plain SGD with no L1, one output), "
+                         f"is two float64: a scale in (0, 1] and a sum of squares; got {running!r}")
+    if csr_deferred_catch_up(codes, hp, batch_size, n_outputs):
+        if (running.shape == (DEFERRED_FIELDS,) and running.dtype == "float64" and 0.0 < running[D_A] <= 1.0
+                and running[D_B] >= 0.0 and running[D_STAMP] <= -1.0 and running[D_SQ] >= 0.0):
+            return
+        raise ValueError(f"running, for the deferred catch-up, is {DEFERRED_FIELDS} float64: A in (0, 1], B >= 0, "
+                         f"a stamp <= -1 and a sum of squares >= 0; got {running!r}")
+    raise ValueError("running is for the running-scale kernel (per-sample plain SGD with no L1, one output) or "
+                     "the deferred catch-up (the lazy, exact path without L1); these codes take neither: "
+                     f"got {running!r}")

@@ -75,21 +75,41 @@ class TrainState:
     # wide data that copy, or the gather of the touched rows, cost up to a quarter of an epoch)
     zero_coef: bool = False
     version: int = 0  # training calls so far: what a cache of the public parameters is valid for
+    # The CSR general kernel's deferred catch-up, kept from one call to the next (see
+    # settle_scale and DeferredCatchUp): the coordinates it lists as behind are
+    # brought up to date only when something reads the plain weights (parameters(),
+    # fold_scale()). None: every coordinate is up to date.
+    lazy: object = None
 
     def parameters(self):
-        """The parameters with the running scale folded in: ``coef`` itself when the scale is
-        1, else a scaled copy (O(n_features))."""
-        if self.scale == 1.0:
+        """The parameters with the running scale and the deferred catch-up folded in: ``coef``
+        itself when neither is pending, else an up-to-date copy (O(n_features))."""
+        if self.scale == 1.0 and self.lazy is None:
             return self.coef
         coef = self.coef.copy()
+        if self.lazy is not None:
+            self.lazy.catch_up(coef, None, self.t[0])
         coef[:-1] *= self.scale
         return coef
 
     def fold_scale(self):
+        """Bring ``coef`` (and the optimizer state) up to date in place: the running scale folded
+        in and the deferred catch-up done (O(n_features), a no-op when neither is pending)."""
+        self.fold_deferred()
+        self.fold_running_scale()
+
+    def fold_running_scale(self):
         """Fold the running scale into ``coef`` in place (O(n_features), a no-op at scale 1)."""
         if self.scale != 1.0:
             self.coef[:-1] *= self.scale
             self.scale = 1.0
+            self.sq_norm = None
+
+    def fold_deferred(self):
+        """Do the deferred catch-up in place and drop its state (O(n_features))."""
+        if self.lazy is not None:
+            self.lazy.catch_up(self.coef, self.opt_state, self.t[0])
+            self.lazy = None
             self.sq_norm = None
 
     def stored_sq_norm(self):
@@ -114,12 +134,75 @@ class TrainState:
             best_epoch_params=None if self.best_epoch_params is None else tuple(a.copy() for a in self.best_epoch_params),
             sample_memory=None if self.sample_memory is None else self.sample_memory.copy(),
             scale=self.scale, sq_norm=self.sq_norm, version=self.version, zero_coef=self.zero_coef,
+            lazy=None if self.lazy is None else self.lazy.copy(),
         )
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["scratch"] = None  # scratch memory, as large as the model: never saved
+        if self.lazy is not None:  # saved up to date (its bookkeeping is 3 floats per feature)
+            state["coef"] = self.coef.copy()
+            state["opt_state"] = self.opt_state.copy()
+            self.lazy.catch_up(state["coef"], state["opt_state"], self.t[0])
+            state["lazy"], state["sq_norm"] = None, None
         return state
+
+
+class DeferredCatchUp:
+    """The CSR general kernel's deferred catch-up (fastgd._contract: the deferred catch-up),
+    kept from one training call to the next: per coordinate the clock and the cumulative
+    shrink map (A, B) it was last brought up to date at (``work``, the kernel's
+    ``lazy_work``), the kernel's ``running`` state, and the kernel's zeroed gradient buffer
+    and stamps (rebuilt, not pickled). ``signature`` is what the pending catch-up depends on
+    beyond them (RMSprop and its rho, and whether the sum of squares is kept): a call with
+    another folds it first."""
+
+    def __init__(self, work, running, signature):
+        self.work, self.running, self.signature = work, running, signature
+        self._grad = self._index_work = None
+
+    @classmethod
+    def start(cls, ts, signature):
+        """Every coordinate up to date at ``ts``'s clock (O(n_features), once)."""
+        p = ts.coef.shape[0] - 1
+        work = np.empty((p, C.LAZY_FIELDS))
+        work[:, 0], work[:, 1], work[:, 2] = float(ts.t[0]), 1.0, 0.0
+        running = np.zeros(C.DEFERRED_FIELDS)
+        running[C.D_A], running[C.D_STAMP] = 1.0, -1.0
+        if signature[2]:  # the weights' sum of squares, kept by the kernel from here on
+            running[C.D_SQ] = ts.stored_sq_norm()
+        return cls(work, running, signature)
+
+    def buffers(self, coef):
+        """The kernel's ``grad`` (all zeros; the kernel leaves it so) and ``index_work`` (stamps
+        at -1: older than any stamp the kernel uses), made on first use."""
+        if self._grad is None or self._grad.shape != coef.shape or self._grad.dtype != coef.dtype:
+            self._grad = np.zeros_like(coef)
+        if self._index_work is None:
+            self._index_work = np.full((2, coef.shape[0]), -1, dtype=np.int64)
+        return self._grad, self._index_work
+
+    def copy(self):
+        return DeferredCatchUp(self.work.copy(), self.running.copy(), self.signature)
+
+    def catch_up(self, coef, opt_state, T):
+        """Bring the coordinates that are behind up to clock ``T`` in ``coef`` (and RMSprop's
+        accumulators in ``opt_state``, when given): the kernels' catch-up map, vectorised. The
+        bookkeeping is left as it is: the caller drops it (a fold) or wrote into copies."""
+        behind = np.flatnonzero(self.work[:, 0] != T)
+        if len(behind) == 0:
+            return
+        A, B = self.running[C.D_A], self.running[C.D_B]
+        ratio = A / self.work[behind, 1]
+        shift = B - ratio * self.work[behind, 2]
+        w = coef[behind].astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            aw = np.abs(w) * ratio[:, None] - shift[:, None]
+            coef[behind] = np.where(aw > 0, np.copysign(aw, w), np.where(aw == aw, 0.0, aw))
+        rmsprop, rho, _ = self.signature
+        if rmsprop and opt_state is not None:
+            f = np.power(rho, T - self.work[behind, 0])
+            opt_state[C.S_SQUARE_AVG, behind] = opt_state[C.S_SQUARE_AVG, behind].astype(np.float64) * f[:, None]
 
 
 class SparseScratch:
@@ -541,14 +624,18 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True, roll
     s.rise_rtol = (max(RISE_RTOL_FULL_BATCH, 100 * float(np.finfo(ts.coef.dtype).eps))
                    if s.batch_size >= len(problem.train_idx) else RISE_RTOL_MINIBATCH)
     K = ts.coef.shape[1]
-    if sp.issparse(problem.X):
-        if ts.scratch is None:
-            ts.scratch = SparseScratch()
-        grad = ts.scratch.get("grad", ts.coef.shape, ts.coef.dtype)
+    if ts.lazy is not None:  # the deferred catch-up's own buffers (kept between calls)
+        grad, index_work = ts.lazy.buffers(ts.coef)
+        sparse_buffers = (ts.lazy.work, index_work, np.zeros(C.N_COUNTERS, dtype=np.int64))
     else:
-        grad = np.empty_like(ts.coef)
+        if sp.issparse(problem.X):
+            if ts.scratch is None:
+                ts.scratch = SparseScratch()
+            grad = ts.scratch.get("grad", ts.coef.shape, ts.coef.dtype)
+        else:
+            grad = np.empty_like(ts.coef)
+        sparse_buffers = problem.sparse_buffers(codes, hp, s.batch_size, K, ts.scratch)
     work = np.zeros((C.WORK_ROWS, K), dtype=ts.coef.dtype)
-    sparse_buffers = problem.sparse_buffers(codes, hp, s.batch_size, K, ts.scratch)
     chunked_buffers = problem.chunked_buffers(backend, s.batch_size, ts.coef)
     threads = OutputThreads(problem, ts, s, s.n_jobs) if OutputThreads.applies(problem, s, K, chunked_buffers) else None
     if HogwildEpochs.applies(problem, s, K):
@@ -629,8 +716,42 @@ def settle_scale(backend, problem, ts, settings, check_convergence):
             and not HogwildEpochs.applies(problem, s, ts.coef.shape[1])
             and _epoch_nnz(problem) < RUNNING_SCALE_NNZ_PER_FEATURE * problem.X.shape[1])
     if not keep or -math.log(ts.scale) + _epoch_log_shrink(problem, s) > SCALE_FOLD_MARGIN:
-        ts.fold_scale()
+        ts.fold_running_scale()
+    _settle_deferred(backend, problem, ts, s, check_convergence)
     return keep
+
+
+# The deferred catch-up's map is restarted (an O(n_features) fold) when its A may fall below
+# exp(-DEFERRED_FOLD_MARGIN) within the coming epoch: well above the kernels' own restart
+# (A < 1e-100), which then never happens inside an epoch (a diverged epoch changes only the
+# rows it touched).
+DEFERRED_FOLD_MARGIN = 0.5 * math.log(1e100)
+
+
+def _settle_deferred(backend, problem, ts, settings, check_convergence):
+    """Keep, start or fold ``ts.lazy``, the deferred catch-up of the CSR general kernel
+    (:func:`fastgd._contract.csr_deferred_catch_up`): it is kept on the conditions of the
+    running scale (nothing reads the plain weights during the call, the model is wide for the
+    epoch's non-zeros), and the lagging coordinates are then caught up only when something
+    reads them. After this, ``ts.lazy`` is not None exactly when the call defers."""
+    s = settings
+    K = ts.coef.shape[1]
+    codes, hp = s.codes, s.hp
+    keep = (sp.issparse(problem.X) and getattr(backend, "CSR_DEFERRED_CATCH_UP", False)
+            and C.csr_deferred_catch_up(codes, hp, s.batch_size, K)
+            and s.monitor is None and s.validation_score is None
+            and not (check_convergence and (s.backtrack or _has_stopping_test(s)))
+            and not OutputThreads.applies(problem, s, K, None)
+            and _epoch_nnz(problem) < RUNNING_SCALE_NNZ_PER_FEATURE * problem.X.shape[1])
+    signature = (bool(codes[C.C_OPTIMIZER] == C.OPT_RMSPROP), float(hp[C.H_RHO]),
+                 bool(codes[C.C_OPTIMIZER] == C.OPT_SGD and hp[C.H_L2] > 0))
+    lazy = ts.lazy
+    if lazy is not None and (not keep or lazy.signature != signature or -math.log(lazy.running[C.D_A])
+                             + _epoch_log_shrink(problem, s) > DEFERRED_FOLD_MARGIN):
+        ts.fold_deferred()
+    if keep and ts.lazy is None:
+        ts.fold_running_scale()  # (no running scale with this kernel: 1 already, unless a fold was skipped)
+        ts.lazy = DeferredCatchUp.start(ts, signature)
 
 
 def _epoch_nnz(problem):
@@ -687,6 +808,11 @@ class TrainingUndo:
         self.coef = None if ts.zero_coef else take(ts.coef)
         self.state = ts.opt_state.copy() if rows is None else ts.opt_state[:, rows]
         self.scale_state = ts.scale, ts.sq_norm, ts.version, ts.zero_coef
+        self.lazy = ts.lazy
+        if ts.lazy is not None:  # (the stamps are not restored: they must never repeat)
+            self.lazy_running = ts.lazy.running[[C.D_A, C.D_B, C.D_SQ]].copy()
+            self.lazy_rows = None if rows is None else rows[rows < ts.lazy.work.shape[0]]
+            self.lazy_work = ts.lazy.work.copy() if rows is None else ts.lazy.work[self.lazy_rows]
         self.t = ts.t.copy()
         self.sample_memory = None if ts.sample_memory is None else ts.sample_memory.copy()
         self.rng_state = ts.rng.bit_generator.state
@@ -704,6 +830,13 @@ class TrainingUndo:
         else:
             ts.coef[self.rows], ts.opt_state[:, self.rows] = coef, self.state
         ts.scale, ts.sq_norm, ts.version, ts.zero_coef = self.scale_state
+        ts.lazy = self.lazy
+        if self.lazy is not None:
+            self.lazy.running[[C.D_A, C.D_B, C.D_SQ]] = self.lazy_running
+            if self.lazy_rows is None:
+                self.lazy.work[...] = self.lazy_work
+            else:
+                self.lazy.work[self.lazy_rows] = self.lazy_work
         ts.t[...] = self.t
         ts.sample_memory = self.sample_memory
         ts.rng.bit_generator.state = self.rng_state
@@ -724,6 +857,8 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     # sum of squares, which the kernel keeps up to date from the coordinates it steps: O(nnz),
     # not a pass over every weight.
     running = np.empty(2) if running_scale else None
+    if ts.lazy is not None:  # the deferred catch-up's state, carried on by the kernel (settle_scale)
+        running = ts.lazy.running
     # Full-batch GD: the sample order only changes rounding, and data order reads memory
     # sequentially, so no permutation is drawn.
     shuffle = s.shuffle and s.batch_size < len(problem.train_idx)
@@ -758,6 +893,9 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
             if running_scale:  # (the running-scale kernel has no L1)
                 running[:] = ts.scale, ts.stored_sq_norm()
                 penalty = 0.5 * hp[C.H_L2] * ts.scale * ts.scale * ts.sq_norm if hp[C.H_L2] > 0 else 0.0
+            elif ts.lazy is not None:  # (no L1; L2 only with SGD, whose sum of squares the kernel keeps)
+                A = running[C.D_A]
+                penalty = 0.5 * hp[C.H_L2] * A * A * running[C.D_SQ] if hp[C.H_L2] > 0 else 0.0
             else:
                 penalty = penalty_value(ts.coef, hp[C.H_L2], hp[C.H_L1])  # at the epoch's start
         tic = time.perf_counter()
@@ -769,6 +907,9 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
         if running_scale:
             # rounding may leave a sum of squares built from differences a hair below zero
             ts.scale, ts.sq_norm = float(running[0]), max(float(running[1]), 0.0)
+        elif ts.lazy is not None:
+            running[C.D_SQ] = max(running[C.D_SQ], 0.0)
+            ts.sq_norm = None
         if status in C.BAD_CODE_SLOTS:  # found before any work: nothing to restore
             what, slot = C.BAD_CODE_SLOTS[status]
             raise ValueError(f"the {getattr(backend, 'name', backend)} backend does not know {what} code "

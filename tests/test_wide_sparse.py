@@ -13,6 +13,7 @@ from fastgd import _contract as C
 from fastgd._backends import get_backend
 from fastgd._solver import Problem
 from fastgd.datasets import make_sparse_classification
+from fastgd.optim import RMSprop
 
 P = 1 << 16
 
@@ -30,7 +31,7 @@ def _chunks(X, y, size=100):
 @pytest.mark.parametrize("params", [
     dict(optimizer="sgd", penalty="l2"),  # running-scale kernel: no lazy buffers
     dict(optimizer="sgd", penalty="l1"),  # lazy shrink maps
-    dict(optimizer="adagrad", penalty=None, batch_size=4),  # general CSR kernel
+    dict(optimizer="adagrad", penalty="l1", batch_size=4),  # general CSR kernel (with L1: caught up every epoch)
 ])
 def test_kernel_scratch_is_reused_across_partial_fit_calls_and_changes_nothing(wide, params):
     X, y = wide
@@ -52,7 +53,7 @@ def test_kernel_scratch_is_reused_across_partial_fit_calls_and_changes_nothing(w
 
 def test_pickled_model_does_not_carry_the_scratch(wide):
     X, y = wide
-    model = LogisticRegression(optimizer="adagrad", batch_size=4, penalty=None, random_state=0)
+    model = LogisticRegression(optimizer="adagrad", batch_size=4, penalty="l1", random_state=0)
     model.partial_fit(X, y, classes=[0, 1])
     scratch_bytes = sum(a.nbytes for a in model._train_state.scratch._arrays.values())
     assert scratch_bytes > 4 * 8 * P
@@ -285,9 +286,13 @@ def test_kernel_refuses_a_running_state_it_cannot_use(wide, backend):
     chunk = X[:10]
     y2 = y[:10].reshape(-1, 1).astype(np.float64)
     for params, running, match in [
-        (dict(penalty="l1"), np.array([1.0, 0.0]), "running-scale kernel only"),  # the lazy-map kernel
+        (dict(penalty="l1"), np.array([1.0, 0.0]), "take neither"),  # the fused lazy-map kernel
         (dict(), np.array([0.0, 0.0]), "scale in"),
         (dict(), np.array([1.0]), "two float64"),
+        (dict(optimizer="adam"), np.array([1.0, 0.0, -1.0, 0.0]), "take neither"),  # every coordinate, every step
+        (dict(clip_norm=1.0), np.array([1.0, 0.0]), "deferred catch-up, is 4 float64"),
+        (dict(clip_norm=1.0), np.array([1.0, 0.0, 0.0, 0.0]), "a stamp <= -1"),
+        (dict(clip_norm=1.0), np.array([2.0, 0.0, -1.0, 0.0]), r"A in \(0, 1\]"),
     ]:
         model = _l2_sgd(backend, **params).partial_fit(chunk, y[:10], classes=[0, 1])
         codes, hp = model._kernel_arrays(10)
@@ -359,3 +364,120 @@ def test_scale_advice_on_wide_input_counts_only_the_stored_columns(n_stored):
     rms = np.sqrt(sq / count)
     expected_spread = max(rms.max(initial=1.0), 1.0) / min(rms.min(initial=1.0), 1.0)
     assert (scale_advice(X) is None) == (expected_spread <= 30)
+
+
+# --- the deferred catch-up kept across partial_fit calls (the general CSR kernel) -----------
+
+# the paths of the general kernel whose untouched coordinates have a closed-form catch-up
+# and no L1: mini-batch SGD (with L2 or none), RMSprop and AdaGrad without penalty, and
+# per-sample SGD with clipping
+DEFERRED_PATHS = [dict(optimizer="sgd", batch_size=4, alpha=1e-3),
+                  dict(optimizer="sgd", batch_size=8, penalty=None),
+                  dict(optimizer="rmsprop", batch_size=4, penalty=None, learning_rate=0.01),
+                  dict(optimizer="adagrad", batch_size=4, penalty=None),
+                  dict(optimizer="sgd", batch_size=1, alpha=1e-3, clip_norm=1.0)]
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("params", DEFERRED_PATHS)
+def test_deferred_catch_up_does_work_proportional_to_nnz_only(wide, backend, params, monkeypatch):
+    X, y = wide
+    wider = sp.hstack([X, sp.csr_matrix((X.shape[0], 3 * P))], format="csr")
+    seen = _spy_on_kernel_counters(monkeypatch)
+    for data in (X, wider):
+        model = _l2_sgd(backend, **params)
+        for Xc, yc in _chunks(data, y):
+            model.partial_fit(Xc, yc, classes=[0, 1])
+            assert model._train_state.lazy is not None  # kept between calls, never folded
+            updates, catch_ups = seen[-1]
+            assert updates <= Xc.nnz + Xc.shape[0] and catch_ups <= Xc.nnz
+    n_calls = len(_chunks(X, y))
+    # the same work, whatever the number of columns no row stores
+    assert_array_equal(seen[:n_calls], seen[n_calls:])
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("params", DEFERRED_PATHS)
+def test_deferred_catch_up_matches_the_reference_backend(wide, backend, params):
+    X, y = wide
+    ours, reference = _l2_sgd(backend, **params), _l2_sgd("numpy", **params)
+    for n, (Xc, yc) in enumerate(_chunks(X, y)):
+        if n == 3:  # a pickle round trip in the middle: saved up to date, continued from there
+            ours = pickle.loads(pickle.dumps(ours))
+            assert ours._train_state.lazy is None
+        ours.partial_fit(Xc, yc, classes=[0, 1])
+        reference.partial_fit(Xc, yc, classes=[0, 1])
+        # reading the parameters catches up a copy: the pending state is left as it was
+        np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
+        assert ours._train_state.lazy is not None
+    lagging = ours._train_state.lazy.work[:, 0] != ours.t_
+    assert lagging.any()  # (some coordinates are still behind the clock)
+    np.testing.assert_allclose(ours.intercept_, reference.intercept_, rtol=1e-10)
+    # the penalty from the kernel's sum of squares, against a full pass in the reference
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+    # the optimizer state (RMSprop's decayed accumulators), brought up to date
+    ours._train_state.fold_scale()
+    np.testing.assert_allclose(ours._train_state.opt_state, reference._train_state.opt_state, rtol=1e-10,
+                               atol=1e-300)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_deferred_catch_up_is_folded_when_a_call_cannot_keep_it(wide, backend):
+    # another rho, a dense chunk, a convergence test: each brings every coordinate up to date
+    # first, and the model equals one that was never deferred
+    X, y = wide
+    kw = dict(optimizer="rmsprop", batch_size=4, penalty=None, learning_rate=0.01)
+    ours, reference = _l2_sgd(backend, **kw), _l2_sgd("numpy", **kw)
+    steps = [(X[:100], {}), (X[100:200], dict(optimizer=RMSprop(rho=0.9))),
+             (X[200:300], {}), (X[300:400].toarray(), {}), (X[400:500], {})]
+    for n, (Xc, change) in enumerate(steps):
+        for model in (ours, reference):
+            model.set_params(**change)
+            model.partial_fit(Xc, y[100 * n:100 * (n + 1)], classes=[0, 1])
+        np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("params", [DEFERRED_PATHS[0], DEFERRED_PATHS[2]])
+def test_divergent_deferred_call_keeps_the_previous_model_and_its_pending_catch_up(wide, backend, params):
+    X, y = wide
+    model, twin = _l2_sgd(backend, **params), _l2_sgd(backend, **params)
+    for m in (model, twin):
+        m.partial_fit(X[:300], y[:300], classes=[0, 1])
+    lazy = model._train_state.lazy
+    before = (model._train_state.coef.copy(), model._train_state.opt_state.copy(), lazy.work.copy(),
+              lazy.running[[C.D_A, C.D_B, C.D_SQ]].copy(), model.t_)
+    with pytest.raises(DivergenceError):  # (at the same step: a larger one would fold the pending shrink first)
+        model.partial_fit(X[300:] * 1e300, y[300:])
+    ts = model._train_state
+    assert_array_equal(ts.coef, before[0])
+    assert_array_equal(ts.opt_state, before[1])
+    assert ts.lazy is lazy
+    assert_array_equal(lazy.work, before[2])
+    assert_array_equal(lazy.running[[C.D_A, C.D_B, C.D_SQ]], before[3])
+    assert model.t_ == before[4]
+    # and it trains on as if the failed call had not happened (its stamps are not reused)
+    for m in (model, twin):
+        m.partial_fit(X[300:], y[300:])
+    assert_array_equal(model.coef_, twin.coef_)
+    assert_array_equal(model.loss_curve_, twin.loss_curve_)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("params", [DEFERRED_PATHS[0], DEFERRED_PATHS[2]])
+def test_deferred_partial_fit_allocates_nothing_the_size_of_the_model(backend, params):
+    import tracemalloc
+
+    p = 1 << 20  # an 8 MB model
+    X, y, _ = make_sparse_classification(400, p, 12, random_state=1)
+    model = _l2_sgd(backend, **params).partial_fit(X[:200], y[:200], classes=[0, 1])
+    tracemalloc.start()
+    try:
+        for Xc, yc in _chunks(X[200:], y[200:]):
+            model.partial_fit(Xc, yc)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < p * 8 / 16  # a copy or scratch array of the weights would be 8 MB
+    assert model._train_state.lazy is not None

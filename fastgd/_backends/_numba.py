@@ -715,6 +715,7 @@ def full_gradient_dense(X, y, sw, coef, codes, grad, work, hp=None):
 
 _SPARSE_DENSE, _SPARSE_LAZY_EXACT = C.SPARSE_DENSE, C.SPARSE_LAZY_EXACT
 _COUNT_UPDATES, _COUNT_CATCHUPS = C.COUNT_UPDATES, C.COUNT_CATCHUPS
+_D_A, _D_B, _D_STAMP, _D_SQ = C.D_A, C.D_B, C.D_STAMP, C.D_SQ
 _RESCALE_BELOW = 1e-100  # bring every coordinate up to date before the shrink map underflows
 
 
@@ -1077,7 +1078,7 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
                           work)
     needs_lazy = C.csr_needs_lazy_buffers(codes, hp, batch_size, coef.shape[1])
     C.check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, counters, needs_lazy)
-    C.check_running_state(running, not C.csr_running_scale(codes, hp, batch_size, coef.shape[1]))
+    C.check_running_state(running, codes, hp, batch_size, coef.shape[1])
     if status != _OK:
         return status, 0.0
     if C.csr_adagrad_per_sample(codes, hp, batch_size, coef.shape[1]):
@@ -1093,10 +1094,13 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
         status, loss_sum = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                                                 work[0], work[1], lazy_work, index_work[0], counters)
     else:
-        _start_lazy_epoch(coef, t, lazy_work, index_work[0])
+        deferred = running is not None  # (check_running_state: only where the codes allow it)
+        if not deferred:
+            _start_lazy_epoch(coef, t, lazy_work, index_work[0])
         status, loss_sum = _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                                               batch_size, grad, work, lazy_work, index_work, counters,
-                                              C.sparse_mode(codes, hp), _mu_product(codes, hp, t))
+                                              C.sparse_mode(codes, hp), _mu_product(codes, hp, t), deferred,
+                                              running if deferred else np.ones(C.DEFERRED_FIELDS))
     return status, loss_sum
 
 
@@ -1108,6 +1112,8 @@ CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = True
 # epoch_csr takes ``running``: the running-scale kernel's scale (and the stored weights' sum of
 # squares) kept between calls (fastgd._solver.settle_scale).
 CSR_RUNNING_SCALE = True
+# ... and the general kernel's deferred catch-up state (fastgd._contract: csr_deferred_catch_up).
+CSR_DEFERRED_CATCH_UP = True
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -1121,9 +1127,23 @@ def _start_lazy_epoch(coef, t, lazy_work, mark):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _sum_sq_rows(coef, rows, n_rows, inv):
+    """The sum of ``(coef[c] * inv)**2`` over the rows ``rows[:n_rows]``."""
+    total = 0.0
+    for q in range(n_rows):
+        for k in range(coef.shape[1]):
+            v = coef[rows[q], k] * inv
+            total += v * v
+    return total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
-                       batch_size, grad, work, lazy_work, index_work, counters, mode, mu_prod):
-    """Every other CSR epoch, in the sparse path ``mode`` (:func:`fastgd._contract.sparse_mode`)."""
+                       batch_size, grad, work, lazy_work, index_work, counters, mode, mu_prod, deferred,
+                       running):
+    """Every other CSR epoch, in the sparse path ``mode`` (:func:`fastgd._contract.sparse_mode`).
+    ``deferred``: carry on the catch-up state ``running`` (fastgd._contract: the deferred
+    catch-up), and leave the lagging coordinates behind at the end."""
     (data, indices, indptr, y, sw, order, coef, state, t, codes, hp, grad, work, lazy_work,
      index_work, counters) = _borrowed(
         data, indices, indptr, y, sw, order, coef, state, t, codes, hp, grad, work, lazy_work,
@@ -1143,13 +1163,23 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
     rows = index_work[1]
     w, g, st = _flat(coef, grad, state)
     lazy = lazy_work.reshape(lazy_work.size)  # flat views made once: a reshape is a run-time call
-    grad[:, :] = 0.0
-    A = 1.0
-    B = 0.0
+    track_sq = deferred and sgd and l2 > 0
+    if deferred:
+        A = running[_D_A]
+        B = running[_D_B]
+        stamp = np.int64(running[_D_STAMP])
+        sq = running[_D_SQ]
+    else:
+        grad[:, :] = 0.0
+        A = 1.0
+        B = 0.0
+        stamp = np.int64(0)
+        sq = 0.0
+    status = _OK
     loss_sum = 0.0
     for start in range(0, n_steps, batch_size):
         end = min(start + batch_size, n_steps)
-        stamp = t[0] + 1
+        stamp = stamp - 1 if deferred else t[0] + 1
         T = float(t[0])
         nt = 0
         for j in range(start, end):
@@ -1186,9 +1216,15 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
             for k in range(K):
                 grad[p, k] += dz[k]
         loss_sum += batch_loss
-        if not np.isfinite(batch_loss):
-            return _NONFINITE, loss_sum
         rows[nt] = p
+        if not np.isfinite(batch_loss):
+            status = _NONFINITE
+            for q in range(nt + 1):  # (a deferred state keeps grad all zeros)
+                for k in range(K):
+                    grad[rows[q], k] = 0.0
+            break
+        if track_sq:  # the touched rows' terms leave the sum: they are up to date, at A
+            sq -= _sum_sq_rows(coef, rows, nt, 1.0 / A)
         inv_b = 1.0 / (end - start)
         if mode == _SPARSE_DENSE:
             _, mu_prod = apply_step(w, g, st, K, t, codes, hp, inv_b, mu_prod)
@@ -1198,7 +1234,13 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
             counters[_COUNT_UPDATES] += nt + 1
             if mode == _SPARSE_LAZY_EXACT:
                 a = 1.0 - lr * l2 if sgd else 1.0
+                restart = a <= 0.0 or A * a < _RESCALE_BELOW  # (what _advance_map tests)
                 A, B = _advance_map(coef, state, A, B, T, a, lr * l1, lazy_work, mark, stamp, rmsprop, rho, counters)
+                if track_sq:
+                    if restart:  # every coordinate is up to date, the map starts again at A = 1
+                        sq = _sum_sq_rows(coef, np.arange(p), p, 1.0)
+                    else:
+                        sq += _sum_sq_rows(coef, rows, nt, 1.0 / A)
                 for q in range(nt):
                     c = rows[q]
                     lazy_work[c, 0] = T + 1.0
@@ -1207,11 +1249,31 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
         for q in range(nt + 1):
             for k in range(K):
                 grad[rows[q], k] = 0.0
+        if deferred and not _all_finite_rows(coef, rows, nt + 1):
+            status = _NONFINITE
+            break
+    if deferred:
+        running[_D_A] = A
+        running[_D_B] = B
+        running[_D_STAMP] = float(stamp)
+        running[_D_SQ] = sq
+        return status, loss_sum
+    if status != _OK:
+        return status, loss_sum
     if not _all_finite(coef):  # before the catch-up: a diverged epoch leaves untouched weights as they were
         return _NONFINITE, loss_sum
     if mode == _SPARSE_LAZY_EXACT:
         _catch_up_all(coef, state, A, B, float(t[0]), lazy_work, rmsprop, rho, counters)
     return _OK, loss_sum
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _all_finite_rows(coef, rows, n_rows):
+    for q in range(n_rows):
+        for k in range(coef.shape[1]):
+            if not np.isfinite(coef[rows[q], k]):
+                return False
+    return True
 
 
 # The compiled entry points (for tests and benchmarks that inspect compilation and caching).

@@ -158,10 +158,14 @@ class _PublicParameters:
             return self.arrays[name]
         if self.ts is None:
             raise AttributeError(f"'{type(estimator).__name__}' object has no attribute '{name}'")
-        coef, intercept = estimator._coef_views(self.ts.coef)
-        # (one pass: the scale is folded into the new array; the intercept row is unscaled)
-        coef = coef * self.ts.scale if self.ts.scale != 1.0 else coef.copy()
-        arrays = {"coef_": coef, "intercept_": intercept.copy(), **self.arrays}
+        if self.ts.lazy is not None:  # the deferred catch-up done in a copy (the state stays as it is)
+            coef, intercept = estimator._coef_views(self.ts.parameters())
+            coef, intercept = np.ascontiguousarray(coef), intercept.copy()
+        else:
+            coef, intercept = estimator._coef_views(self.ts.coef)
+            # (one pass: the scale is folded into the new array; the intercept row is unscaled)
+            coef, intercept = coef * self.ts.scale if self.ts.scale != 1.0 else coef.copy(), intercept.copy()
+        arrays = {"coef_": coef, "intercept_": intercept, **self.arrays}
         if self.ts.version == self.version:  # (a read in the middle of a training call is not kept)
             self.arrays = arrays
         return arrays[name]

@@ -46,6 +46,8 @@ def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, wo
 CSR_DIVERGENCE_TOUCHES_ONLY_ROWS = getattr(_rest, "CSR_DIVERGENCE_TOUCHES_ONLY_ROWS", False)
 # (absent from builds of older sources: the driver then folds the running scale every epoch)
 CSR_RUNNING_SCALE = getattr(_rest, "CSR_RUNNING_SCALE", False)
+# (absent from builds of older sources: the driver then catches up every coordinate every epoch)
+CSR_DEFERRED_CATCH_UP = getattr(_rest, "CSR_DEFERRED_CATCH_UP", False)
 
 _stale = {k: v for constants in (contract_constants(), _chosen.contract_constants())
           for k, v in constants.items() if getattr(_contract, k, None) != v}

@@ -154,6 +154,11 @@ cdef enum:
     N_CHUNKS = 8
 
     LAZY_FIELDS = 3
+    D_A = 0
+    D_B = 1
+    D_STAMP = 2
+    D_SQ = 3
+    DEFERRED_FIELDS = 4
     COUNT_UPDATES = 0
     COUNT_CATCHUPS = 1
     N_COUNTERS = 2
@@ -198,7 +203,8 @@ def contract_constants():
         "S_VELOCITY": S_VELOCITY, "S_SUM": S_SUM, "S_SQUARE_AVG": S_SQUARE_AVG, "S_EXP_AVG": S_EXP_AVG,
         "S_EXP_AVG_SQ": S_EXP_AVG_SQ, "S_MAX_EXP_AVG_SQ": S_MAX_EXP_AVG_SQ, "S_EXP_INF": S_EXP_INF,
         "WORK_ROWS": WORK_ROWS, "N_CHUNKS": N_CHUNKS,
-        "LAZY_FIELDS": LAZY_FIELDS, "COUNT_UPDATES": COUNT_UPDATES, "COUNT_CATCHUPS": COUNT_CATCHUPS,
+        "LAZY_FIELDS": LAZY_FIELDS, "D_A": D_A, "D_B": D_B, "D_STAMP": D_STAMP, "D_SQ": D_SQ,
+        "DEFERRED_FIELDS": DEFERRED_FIELDS, "COUNT_UPDATES": COUNT_UPDATES, "COUNT_CATCHUPS": COUNT_CATCHUPS,
         "N_COUNTERS": N_COUNTERS, "SPARSE_DENSE": SPARSE_DENSE,
         "SPARSE_LAZY_EXACT": SPARSE_LAZY_EXACT, "SPARSE_LAZY_APPROX": SPARSE_LAZY_APPROX,
     }
@@ -863,6 +869,28 @@ cdef void _advance_map(floating* cf, floating* st, Py_ssize_t p, Py_ssize_t K, d
         L.b[LAZY_FIELDS * c] = 0.0
 
 
+cdef inline double _sum_sq_rows(const floating* cf, const int64_t* rows, Py_ssize_t n_rows, Py_ssize_t K,
+                                double inv) noexcept nogil:
+    """The sum of ``(cf[row] * inv)**2`` over the coordinate rows ``rows[:n_rows]``."""
+    cdef double total = 0.0, v
+    cdef Py_ssize_t q, k
+    for q in range(n_rows):
+        for k in range(rows[q] * K, rows[q] * K + K):
+            v = <double>cf[k] * inv
+            total += v * v
+    return total
+
+
+cdef inline bint _rows_finite(const floating* cf, const int64_t* rows, Py_ssize_t n_rows,
+                              Py_ssize_t K) noexcept nogil:
+    cdef Py_ssize_t q, k
+    for q in range(n_rows):
+        for k in range(rows[q] * K, rows[q] * K + K):
+            if not isfinite(cf[k]):
+                return False
+    return True
+
+
 cdef inline void _prefetch_csr_sample(const floating[:] data, const index_t[:] indices,
                                       const ptr_t[:] indptr, const floating[:, :] y, const floating[:] sw,
                                       const int64_t[:] order, Py_ssize_t j) noexcept nogil:
@@ -1207,7 +1235,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef Py_ssize_t ystride = y.strides[1]
     cdef Py_ssize_t start, end, j, i, ptr, lo, hi, c, k, q, nt, r
-    cdef int64_t step, stamp
+    cdef int64_t step, stamp = 0
     cdef int mode
     cdef int status = STATUS_OK
     cdef double loss_sum = 0.0
@@ -1222,7 +1250,8 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     cdef floating* st = NULL
     cdef int64_t* rows
     cdef double* running_ptr = NULL
-    cdef bint scaled, adagrad, plain
+    cdef bint scaled, adagrad, plain, deferred, track_sq, restart
+    cdef double sq = 0.0
     cdef double mu_prod
     _check_params(codes.shape[0], hp.shape[0])
     _read_params(&P, codes, hp)
@@ -1251,7 +1280,8 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     if counters.shape[0] < N_COUNTERS:
         raise ValueError(f"counters has {counters.shape[0]} entries; need {N_COUNTERS}")
     if running is not None:
-        _contract.check_running_state(np.asarray(running), not scaled)
+        _contract.check_running_state(np.asarray(running), codes, hp, batch_size, K)
+    deferred = running is not None and not scaled  # (checked: only where the codes allow it)
     status = _check_codes(&P)
     if status != STATUS_OK:
         return status, 0.0
@@ -1287,15 +1317,24 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     L.rmsprop = P.opt == OPT_RMSPROP
     L.rho = P.rho
     rows = &index_work[1, 0]
+    track_sq = deferred and P.opt == OPT_SGD and P.l2 > 0
+    if deferred:
+        running_ptr = &running[0]
     with nogil:
-        for q in range(n):
-            g[q] = 0
         step = t[0]
-        for c in range(p):
-            L.last[LAZY_FIELDS * c] = <double>step
-            L.a[LAZY_FIELDS * c] = 1.0
-            L.b[LAZY_FIELDS * c] = 0.0
-            L.mark[c] = -1
+        if deferred:  # (fastgd._contract: the deferred catch-up) grad is all zeros on entry
+            A = running_ptr[D_A]
+            B = running_ptr[D_B]
+            stamp = <int64_t>running_ptr[D_STAMP]
+            sq = running_ptr[D_SQ]
+        else:
+            for q in range(n):
+                g[q] = 0
+            for c in range(p):
+                L.last[LAZY_FIELDS * c] = <double>step
+                L.a[LAZY_FIELDS * c] = 1.0
+                L.b[LAZY_FIELDS * c] = 0.0
+                L.mark[c] = -1
         if plain:
             status = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, cf, p, t, &P, z, dz, &L,
                                           &loss_sum)
@@ -1306,7 +1345,10 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                 end = start + batch_size
                 if end > n_steps:
                     end = n_steps
-                stamp = step + 1
+                if deferred:
+                    stamp = stamp - 1
+                else:
+                    stamp = step + 1
                 T = <double>step
                 # the batch's touched coordinates (each once), brought up to date
                 nt = 0
@@ -1346,10 +1388,16 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                     for k in range(K):
                         g[p * K + k] = g[p * K + k] + dz[k]
                 loss_sum += batch_loss
+                rows[nt] = p
                 if not isfinite(batch_loss):
                     status = STATUS_NONFINITE
+                    for q in range(nt + 1):  # (a deferred state keeps grad all zeros)
+                        r = rows[q]
+                        for k in range(r * K, r * K + K):
+                            g[k] = 0
                     break
-                rows[nt] = p
+                if track_sq:  # the touched rows' terms leave the sum: they are up to date, at A
+                    sq -= _sum_sq_rows(cf, rows, nt, K, 1.0 / A)
                 inv_b = 1.0 / <double>(end - start)
                 if mode == SPARSE_DENSE:
                     _apply_step(cf, g, st, n, K, NULL, -1, &P, step, inv_b, &mu_prod)
@@ -1359,7 +1407,15 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                     L.counters[COUNT_UPDATES] += nt + 1
                     if mode == SPARSE_LAZY_EXACT:
                         a = 1.0 - lr * P.l2 if P.opt == OPT_SGD else 1.0
+                        restart = a <= 0.0 or A * a < RESCALE_BELOW  # (what _advance_map tests)
                         _advance_map(cf, st, p, K, &A, &B, T, a, lr * P.l1, stamp, &L)
+                        if track_sq:
+                            if restart:  # every coordinate is up to date, the map starts again at A = 1
+                                sq = 0.0
+                                for q in range(p * K):
+                                    sq += <double>cf[q] * <double>cf[q]
+                            else:
+                                sq += _sum_sq_rows(cf, rows, nt, K, 1.0 / A)
                         for q in range(nt):
                             c = rows[q]
                             L.last[LAZY_FIELDS * c] = T + 1.0
@@ -1372,7 +1428,15 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                     for k in range(r * K, r * K + K):
                         g[k] = 0
                 start = end
-            if status == STATUS_OK:
+                if deferred and not _rows_finite(cf, rows, nt + 1, K):
+                    status = STATUS_NONFINITE
+                    break
+            if deferred:
+                running_ptr[D_A] = A
+                running_ptr[D_B] = B
+                running_ptr[D_STAMP] = <double>stamp
+                running_ptr[D_SQ] = sq
+            elif status == STATUS_OK:
                 # checked before the catch-up: a diverged epoch leaves untouched weights as they were
                 if not _all_finite(cf, n):
                     status = STATUS_NONFINITE
@@ -1668,3 +1732,5 @@ def epoch_csr_hogwild(const floating[:] data, const index_t[:] indices, const pt
 # squares) kept between calls (fastgd._solver.settle_scale). A build without this constant
 # folds the scale every epoch.
 CSR_RUNNING_SCALE = True
+# ... and the general loop's deferred catch-up state (fastgd._contract: csr_deferred_catch_up).
+CSR_DEFERRED_CATCH_UP = True
