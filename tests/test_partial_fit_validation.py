@@ -128,3 +128,33 @@ def test_the_helper_declines_what_it_does_not_check():
     assert validated_csr_chunk(model, X, y.astype(np.complex128), np.float64) is None
     assert validated_csr_chunk(model, X[:0], y[:0], np.float64) is None
     assert validated_csr_chunk(_model(), X, y, np.float64) is None  # not fitted
+
+
+def test_first_call_checks_the_classes_it_is_given_as_scikit_learn_does(monkeypatch):
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.utils import multiclass
+
+    import fastgd.linear_model._logistic as logistic
+
+    X, y = _chunks(1)[0]
+    # classes that are not classification targets: both refuse them, labels in {0, 1} or not
+    for estimator in (SGDClassifier(), _model()):
+        with pytest.raises(ValueError, match="Unknown label type"):
+            estimator.partial_fit(X, y, classes=[0, 0.5, 1])
+    # valid classes: labels outside them get scikit-learn's message for what they are, then ours
+    with pytest.raises(ValueError, match="Unknown label type"):
+        _model().partial_fit(X, y + 0.5, classes=[0, 1])
+    with pytest.raises(ValueError, match=r"labels array\(\[2\]\) that are not in classes"):
+        _model().partial_fit(X, np.where(y == 1, 2, 0), classes=[0, 1])
+    # and labels among them are not passed through type_of_target (the same model as without the skip)
+    seen = []
+    real = multiclass.type_of_target
+    monkeypatch.setattr(multiclass, "type_of_target", lambda a, *args, **kw: seen.append(len(a)) or real(a, *args, **kw))
+    monkeypatch.setattr(logistic, "check_classification_targets",
+                        lambda a: multiclass.check_classification_targets(a))
+    model = _model().partial_fit(X, y, classes=[0, 1])
+    assert seen and max(seen) == 2
+    reference = _model().fit(X, y)  # (fit: classes from the labels, each label checked)
+    assert max(seen) == len(y)
+    np.testing.assert_array_equal(model.coef_, _model().partial_fit(X, y, classes=np.array([1, 0])).coef_)
+    assert reference.classes_.tolist() == model.classes_.tolist() == [0, 1]

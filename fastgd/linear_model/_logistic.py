@@ -316,12 +316,19 @@ class LogisticRegression(ClassifierMixin, BaseGD):
     # --- hooks -----------------------------------------------------------------------------
     def _validate_targets(self, X, y, first, classes):
         y = column_or_1d(y, warn=True)
-        if first:
-            check_classification_targets(y)
         if first and classes is None:
+            check_classification_targets(y)
             classes_, idx = encode_labels(y)
         else:
-            classes_ = np.unique(np.asarray(classes)) if first else self.classes_
+            if first:
+                # With classes given, they are what must be classification targets (scikit-learn's
+                # partial_fit checks them so), and labels found among them are then too:
+                # type_of_target runs on the few classes, not on every label (it was a third of the
+                # validation of a first call on 50,000 rows).
+                classes_ = np.unique(np.asarray(classes))
+                check_classification_targets(classes_)
+            else:
+                classes_ = self.classes_
             idx, unseen = _known_labels(classes_, y)
             if unseen is not None:
                 # A later partial_fit call needs no type_of_target (half of a small call's
