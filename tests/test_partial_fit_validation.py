@@ -158,3 +158,18 @@ def test_first_call_checks_the_classes_it_is_given_as_scikit_learn_does(monkeypa
     assert max(seen) == len(y)
     np.testing.assert_array_equal(model.coef_, _model().partial_fit(X, y, classes=np.array([1, 0])).coef_)
     assert reference.classes_.tolist() == model.classes_.tolist() == [0, 1]
+
+
+def test_two_numeric_classes_are_matched_as_by_the_general_search():
+    from fastgd.linear_model._logistic import _known_labels
+
+    y = np.random.default_rng(0).integers(0, 2, 1000)
+    for classes, labels in [(np.array([0, 1]), y), (np.array([0, 1]), y.astype(np.float32)),
+                            (np.array([-1.0, 3.0]), np.where(y == 1, 3, -1)), (np.array([False, True]), y == 1)]:
+        idx, unseen = _known_labels(classes, labels)
+        assert unseen is None and idx.dtype == np.intp
+        np.testing.assert_array_equal(idx, np.searchsorted(classes, labels))
+    idx, unseen = _known_labels(np.array([0, 1]), np.array([0, 2, 1, 2.5, np.nan]))
+    assert idx is None and unseen[:2].tolist() == [2, 2.5] and np.isnan(unseen[2])
+    idx, unseen = _known_labels(np.array(["a", "b"]), np.array(["a", "c"]))  # (strings: the general search)
+    assert idx is None and unseen.tolist() == ["c"]
