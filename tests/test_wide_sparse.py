@@ -481,3 +481,18 @@ def test_deferred_partial_fit_allocates_nothing_the_size_of_the_model(backend, p
         tracemalloc.stop()
     assert peak < p * 8 / 16  # a copy or scratch array of the weights would be 8 MB
     assert model._train_state.lazy is not None
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("params", [DEFERRED_PATHS[0], DEFERRED_PATHS[2]])
+def test_deferred_catch_up_with_several_outputs_matches_the_reference_backend(wide, backend, params):
+    X, _ = wide
+    y3 = np.random.default_rng(0).integers(0, 3, X.shape[0])  # softmax over three classes: K = 3 columns
+    ours, reference = _l2_sgd(backend, **params), _l2_sgd("numpy", **params)
+    for Xc, yc in _chunks(X, y3):
+        ours.partial_fit(Xc, yc, classes=[0, 1, 2])
+        reference.partial_fit(Xc, yc, classes=[0, 1, 2])
+    assert ours._train_state.lazy is not None and ours.coef_.shape == (3, P)
+    np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(ours.intercept_, reference.intercept_, rtol=1e-10)
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
