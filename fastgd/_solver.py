@@ -89,7 +89,8 @@ class TrainState:
         coef = self.coef.copy()
         if self.lazy is not None:
             self.lazy.catch_up(coef, None, self.t[0])
-        coef[:-1] *= self.scale
+        if self.scale != 1.0:
+            coef[:-1] *= self.scale
         return coef
 
     def fold_scale(self):

@@ -189,6 +189,15 @@ def _l2_sgd(backend, **params):
 # shrink a running scale) and AdaGrad without a penalty (untouched coordinates do not move)
 PER_ROW_PATHS = [dict(), dict(optimizer="adagrad", penalty=None)]
 
+# the paths of the general kernel whose untouched coordinates have a closed-form catch-up
+# and no L1: mini-batch SGD (with L2 or none), RMSprop and AdaGrad without penalty, and
+# per-sample SGD with clipping
+DEFERRED_PATHS = [dict(optimizer="sgd", batch_size=4, alpha=1e-3),
+                  dict(optimizer="sgd", batch_size=8, penalty=None),
+                  dict(optimizer="rmsprop", batch_size=4, penalty=None, learning_rate=0.01),
+                  dict(optimizer="adagrad", batch_size=4, penalty=None),
+                  dict(optimizer="sgd", batch_size=1, alpha=1e-3, clip_norm=1.0)]
+
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 @pytest.mark.parametrize("params", PER_ROW_PATHS)
@@ -208,7 +217,7 @@ def test_partial_fit_does_work_proportional_to_nnz_only(wide, backend, params, m
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
-@pytest.mark.parametrize("params", PER_ROW_PATHS)
+@pytest.mark.parametrize("params", PER_ROW_PATHS + [DEFERRED_PATHS[0], DEFERRED_PATHS[2]])
 def test_partial_fit_allocates_nothing_the_size_of_the_model(backend, params):
     import tracemalloc
 
@@ -223,6 +232,7 @@ def test_partial_fit_allocates_nothing_the_size_of_the_model(backend, params):
     finally:
         tracemalloc.stop()
     assert peak < p * 8 / 16  # a copy or scratch array of the weights would be 8 MB
+    assert (model._train_state.lazy is not None) == (params in DEFERRED_PATHS)  # (the deferred ones kept it)
     assert model.coef_.shape == (1, p)  # (read after the measurement: computed on first read)
 
 
@@ -368,16 +378,6 @@ def test_scale_advice_on_wide_input_counts_only_the_stored_columns(n_stored):
 
 # --- the deferred catch-up kept across partial_fit calls (the general CSR kernel) -----------
 
-# the paths of the general kernel whose untouched coordinates have a closed-form catch-up
-# and no L1: mini-batch SGD (with L2 or none), RMSprop and AdaGrad without penalty, and
-# per-sample SGD with clipping
-DEFERRED_PATHS = [dict(optimizer="sgd", batch_size=4, alpha=1e-3),
-                  dict(optimizer="sgd", batch_size=8, penalty=None),
-                  dict(optimizer="rmsprop", batch_size=4, penalty=None, learning_rate=0.01),
-                  dict(optimizer="adagrad", batch_size=4, penalty=None),
-                  dict(optimizer="sgd", batch_size=1, alpha=1e-3, clip_norm=1.0)]
-
-
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 @pytest.mark.parametrize("params", DEFERRED_PATHS)
 def test_deferred_catch_up_does_work_proportional_to_nnz_only(wide, backend, params, monkeypatch):
@@ -462,25 +462,6 @@ def test_divergent_deferred_call_keeps_the_previous_model_and_its_pending_catch_
         m.partial_fit(X[300:], y[300:])
     assert_array_equal(model.coef_, twin.coef_)
     assert_array_equal(model.loss_curve_, twin.loss_curve_)
-
-
-@pytest.mark.parametrize("backend", ["numba", "cython"])
-@pytest.mark.parametrize("params", [DEFERRED_PATHS[0], DEFERRED_PATHS[2]])
-def test_deferred_partial_fit_allocates_nothing_the_size_of_the_model(backend, params):
-    import tracemalloc
-
-    p = 1 << 20  # an 8 MB model
-    X, y, _ = make_sparse_classification(400, p, 12, random_state=1)
-    model = _l2_sgd(backend, **params).partial_fit(X[:200], y[:200], classes=[0, 1])
-    tracemalloc.start()
-    try:
-        for Xc, yc in _chunks(X[200:], y[200:]):
-            model.partial_fit(Xc, yc)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < p * 8 / 16  # a copy or scratch array of the weights would be 8 MB
-    assert model._train_state.lazy is not None
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
