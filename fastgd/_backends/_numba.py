@@ -412,7 +412,7 @@ def _epoch_dense_plain_sgd(X, y, sw, order, coef, t, codes, hp, z, dz):
     step = t[0]
     for j in range(n_steps):
         i, m = _margin_1(X, order, j, n_steps, w)
-        loss, d = _loss_1(loss_code, m, y[i, 0], hp)
+        loss, d = _loss_1_inline(loss_code, float(m), float(y[i, 0]), hp)
         loss *= sw[i]
         loss_sum += loss
         if not np.isfinite(loss):
@@ -776,7 +776,7 @@ def _scale_all(v, p, f):
     return sq
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _scaled_step_row(v, data, indices, lo, hi, step, track):
     """Step the row's coordinates ``v[c] -= step * x_c``; with ``track``, returns the change of
     their sum of squares in two partial sums, even and odd positions (Cython's
@@ -873,7 +873,7 @@ def _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, h
             ptr += _U2
         if ptr < hi:
             acc0 += data[ptr] * v[_u(indices[ptr])]
-        loss, d = _loss_1(loss_code, S * (acc0 + acc1) + v[p], y[i, 0], hp)
+        loss, d = _loss_1_inline(loss_code, float(S * (acc0 + acc1) + v[p]), float(y[i, 0]), hp)
         loss *= sw[i]
         loss_sum += loss
         if not np.isfinite(loss):
@@ -1445,7 +1445,7 @@ def _hogwild_share(data, indices, indptr, y, sw, order, lo_j, hi_j, clock, strid
         m = dt(0.0)
         for ptr in range(lo, hi):
             m += data[ptr] * w[_u(indices[ptr])]
-        loss, d = _loss_1(loss_code, m + w[p], y[i, 0], hp)
+        loss, d = _loss_1_inline(loss_code, float(m + w[p]), float(y[i, 0]), hp)
         loss *= sw[i]
         loss_sum += loss
         if not np.isfinite(loss):
