@@ -112,9 +112,9 @@ def test_every_build_trains_bit_identically(optimizer, batch_size, dtype):
 
 
 @needs_cython
-def test_auto_runs_the_adaptive_per_sample_epochs_on_the_best_build(monkeypatch):
-    # the measured policy (fastgd/_backends/_isa.py): per-sample epochs of the adaptive
-    # optimizers on the best level, every other epoch on the baseline build
+def test_auto_runs_the_per_sample_epochs_but_plain_sgd_on_the_best_build(monkeypatch):
+    # the measured policy (fastgd/_backends/_isa.py): per-sample epochs on the best level but
+    # the fused plain-SGD one (one output, no momentum), every other epoch on the baseline build
     from fastgd._backends import _cython as cy
 
     if os.environ.get(_isa.ENV, "auto") != "auto":
@@ -131,11 +131,12 @@ def test_auto_runs_the_adaptive_per_sample_epochs_on_the_best_build(monkeypatch)
 
     monkeypatch.setattr(cy, "_chosen", Recorder("best"))
     monkeypatch.setattr(cy, "_rest", Recorder("baseline"))
-    for optimizer, batch_size in [("adam", 1), ("rmsprop", 1), ("adagrad", 1), ("sgd", 1), ("momentum", 1),
-                                  ("adam", 32)]:
+    for optimizer, batch_size, n_outputs in [("adam", 1, 1), ("rmsprop", 1, 1), ("adagrad", 1, 1), ("sgd", 1, 1),
+                                             ("momentum", 1, 1), ("sgd", 1, 3), ("adam", 32, 1), ("momentum", 32, 1)]:
         codes, hp = _settings(optimizer)
-        cy.epoch_dense(None, None, None, None, None, None, None, codes, hp, batch_size, None, None)
-    assert calls == ["best", "best", "best", "baseline", "baseline", "baseline"]
+        coef = np.zeros((4, n_outputs))
+        cy.epoch_dense(None, None, None, None, coef, None, None, codes, hp, batch_size, None, None)
+    assert calls == ["best", "best", "best", "baseline", "best", "best", "baseline", "baseline"]
 
 
 def _import_cython_with(value):

@@ -8,13 +8,16 @@ CPU, and every other architecture) and, where the compiler accepts the flags, ag
 loops, never their rounding.
 
 Which build serves which epoch is a measured choice (``python -m bench.isa --clock thread``,
-Zen 4, 20,000 x 100): the AVX-512 build runs per-sample epochs of the adaptive optimizers
+20,000 x 100). On Zen 4 the AVX-512 build ran per-sample epochs of the adaptive optimizers
 1.25-1.4x faster (their ``sqrt`` and division loops run 8 wide), per-sample SGD and momentum
 2-7 % slower, and mini-batch float32 epochs 10-40 % slower (GCC vectorises the
-four-accumulator dot product with lane shuffles). So ``"auto"`` gives the per-sample dense
-epochs of the adaptive optimizers to the best level the CPU supports and every other epoch
-to the baseline build. (An x86-64-v3 build measured slower than the baseline on every
-workload but those, so none is built.)
+four-accumulator dot product with lane shuffles). On an Intel Xeon (the CI machines' kind,
+2026-12-02) it ran per-sample momentum 1.25x faster, the adaptive optimizers per-sample
+within 5 % either way, plain per-sample SGD within 6 % and mini-batch float32 epochs
+20-50 % slower. So ``"auto"`` gives every per-sample dense epoch but plain SGD's fused one
+(:func:`fastgd._contract.plain_sgd_per_sample`) to the best level the CPU supports, and
+every other epoch to the baseline build. (An x86-64-v3 build measured slower than the
+baseline on every workload but those, so none is built.)
 
 A build may only be imported on a CPU (and an operating system) that supports its
 instructions: otherwise the first vector instruction kills the process. The features are

@@ -25,8 +25,8 @@ except ImportError as exc:  # not built (e.g. a source checkout without build_ex
 name = "cython"
 # (an ImportError of its own when FASTGD_CYTHON_ISA asks for a build this CPU cannot run)
 _requested, isa, _chosen = _isa.import_kernels(__name__)
-# "auto": the chosen build for per-sample dense epochs of the adaptive optimizers only (see
-# _isa); a forced level: every epoch
+# "auto": the chosen build for the per-sample dense epochs other than plain SGD's fused one
+# (see _isa); a forced level: every epoch
 _rest = _baseline if _requested == "auto" else _chosen
 epoch_dense_chunked = _rest.epoch_dense_chunked
 epoch_csr = _rest.epoch_csr
@@ -38,7 +38,8 @@ epoch_csr_hogwild = _rest.epoch_csr_hogwild
 
 def epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work):
     """The kernels' ``epoch_dense`` of the build that runs this epoch fastest (see ``isa``)."""
-    kernels = _chosen if batch_size == 1 and codes[_contract.C_OPTIMIZER] != _contract.OPT_SGD else _rest
+    per_sample = batch_size == 1 and not _contract.plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1])
+    kernels = _chosen if per_sample else _rest
     return kernels.epoch_dense(X, y, sw, order, coef, state, t, codes, hp, batch_size, grad, work)
 
 
