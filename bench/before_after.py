@@ -26,6 +26,11 @@ spread (min-max over rounds) is printed next to it as the noise. ``> 1`` means t
 is slower. ``--clock cpu`` times the process's CPU time instead of the wall clock: on a loaded
 machine it leaves out the time spent waiting for a core (the multi-core full-batch kernels
 then count the CPU time of all their threads, i.e. work, not elapsed time).
+
+Process-paired ratios carry the process-to-process variation of a shared machine (10-30 % on
+the 2-core machines here, 2026-12-02: 42 of 150 rows flagged with min-max spreads of
+0.6-1.8). To judge a change of a few per cent, time both trees in one process with
+:mod:`bench.same_process` and run it once as A/A for the noise floor.
 """
 
 import argparse
