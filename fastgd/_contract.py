@@ -38,7 +38,8 @@ otherwise read or write out of bounds). They do not validate values (the estimat
 allocate per step, never call back into Python.
 
 The decisions below (``n_slots``, ``plain_sgd_per_sample``, ``csr_needs_lazy_buffers``,
-``sparse_mode``) are made here only; the engines take them from these functions.
+``csr_fused_plain_sgd``, ``deferred_keeps_sum_of_squares``, ``sparse_mode``) are made here
+only; the engines take them from these functions.
 """
 
 # --- integer switches (``codes``) -------------------------------------------------------
@@ -195,7 +196,7 @@ CHUNKED_MIN_WORK = 1 << 17
 # approximation (untouched coordinates keep their value and optimizer state unchanged).
 #
 # Deferred catch-up across calls (``running`` of ``DEFERRED_FIELDS`` float64, the general
-# kernel in the lazy, exact path without L1: see :func:`csr_deferred_catch_up`). The
+# kernel in the lazy, exact path: see :func:`csr_deferred_catch_up`). The
 # end-of-epoch catch-up, and everything else in an epoch that would touch every coordinate,
 # is left out, so that an epoch (a ``partial_fit`` call) costs O(nnz):
 #   - ``lazy_work`` and the stamps of ``index_work`` row 0 are kept from one call to the next
@@ -207,11 +208,16 @@ CHUNKED_MIN_WORK = 1 << 17
 #   - ``grad`` is all zeros on entry and is left so (the kernel zeroes the rows it used,
 #     also when it stops on a non-finite loss);
 #   - the weights' finiteness is checked on the rows each step changed;
-#   - for SGD with L2, ``running[D_SQ]`` is kept equal to the sum over coordinates of
+#   - for SGD with L2 and no L1 (:func:`deferred_keeps_sum_of_squares`), ``running[D_SQ]``
+#     is kept equal to the sum over coordinates of
 #     ``(w / A_c)**2`` (``w`` as stored, ``A_c`` its snapshot's A): the weights' true sum of
 #     squares is ``A**2 * running[D_SQ]``, O(nnz) to maintain (a catch-up leaves a term
 #     unchanged). When the map restarts (``A`` about to underflow: every coordinate is then
-#     brought up to date), it is recomputed.
+#     brought up to date), it is recomputed. With L1 the kernel leaves it as it is: a
+#     deferred soft-threshold can take a lagging weight to zero, which no per-row term
+#     follows; the driver keeps the penalty's value instead (fastgd._lagging_norms);
+#   - per-sample plain SGD with L1, which otherwise takes the fused lazy kernel, takes the
+#     general kernel when given a deferred state (:func:`csr_fused_plain_sgd`).
 # The values of ``running`` are written back on return, non-finite status included.
 LAZY_FIELDS = 3  # last step, A at that step, B at that step
 D_A, D_B, D_STAMP, D_SQ = 0, 1, 2, 3  # the fields of the deferred catch-up's ``running``
@@ -366,13 +372,26 @@ def check_csr_buffers(data, indices, indptr, n_features, lazy_work, index_work, 
 
 def csr_deferred_catch_up(codes, hp, batch_size, n_outputs):
     """True when a CSR epoch may take a deferred catch-up state (``running`` of
-    DEFERRED_FIELDS, see above): the general kernel (not the running-scale, per-sample
-    AdaGrad or fused per-sample SGD one) in the lazy, exact path without L1: SGD without
-    momentum (L2 or none) and AdaGrad / RMSprop without penalty, at any batch size, or with
-    clipping or several outputs."""
+    DEFERRED_FIELDS, see above): the general kernel (not the running-scale or per-sample
+    AdaGrad one) in the lazy, exact path: SGD without momentum (L2, L1, both or none) and
+    AdaGrad / RMSprop without L2 (L1 or none), at any batch size, or with clipping or several
+    outputs. Per-sample plain SGD with L1 then takes the general kernel, not the fused one."""
     return (csr_needs_lazy_buffers(codes, hp, batch_size, n_outputs)
-            and not (plain_sgd_per_sample(codes, hp, batch_size, n_outputs))
-            and sparse_mode(codes, hp) == SPARSE_LAZY_EXACT and hp[H_L1] == 0)
+            and sparse_mode(codes, hp) == SPARSE_LAZY_EXACT)
+
+
+def csr_fused_plain_sgd(codes, hp, batch_size, n_outputs, deferred):
+    """True when a CSR epoch takes the fused lazy kernel of per-sample plain SGD (L1, or L1
+    and L2: the running-scale kernel takes L2 alone): not when it carries a deferred state
+    (``deferred``), which only the general kernel keeps."""
+    return (plain_sgd_per_sample(codes, hp, batch_size, n_outputs) and not deferred
+            and not csr_running_scale(codes, hp, batch_size, n_outputs))
+
+
+def deferred_keeps_sum_of_squares(codes, hp):
+    """True when the general kernel keeps ``running[D_SQ]`` of a deferred state (SGD with L2
+    and no L1; see above)."""
+    return codes[C_OPTIMIZER] == OPT_SGD and hp[H_L2] > 0 and hp[H_L1] == 0
 
 
 def check_running_state(running, codes, hp, batch_size, n_outputs):
@@ -395,5 +414,5 @@ def check_running_state(running, codes, hp, batch_size, n_outputs):
         raise ValueError(f"running, for the deferred catch-up, is {DEFERRED_FIELDS} float64: A in (0, 1], B >= 0, "
                          f"a stamp <= -1 and a sum of squares >= 0; got {running!r}")
     raise ValueError("running is for the running-scale kernel (per-sample plain SGD with no L1, one output) or "
-                     "the deferred catch-up (the lazy, exact path without L1); these codes take neither: "
+                     "the deferred catch-up (the lazy, exact path); these codes take neither: "
                      f"got {running!r}")

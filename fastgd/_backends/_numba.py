@@ -1071,10 +1071,12 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
     as the dense epoch, at O(nnz) per step where :func:`fastgd._contract.sparse_mode` allows it. Rows must be
     canonical (no duplicate column in a row; the estimators ensure it). As for dense input,
     the per-sample plain-SGD kernels (L2 only: a running scale; with L1: per-coordinate
-    shrink maps) and the general one are compiled separately. ``running`` (only for the
-    running-scale kernel, see ``CSR_RUNNING_SCALE``): two float64, ``(S, sum of squares of
+    shrink maps) and the general one are compiled separately. ``running``, for the
+    running-scale kernel (``CSR_RUNNING_SCALE``): two float64, ``(S, sum of squares of
     coef[:-1])``; the weights are ``S * coef[:-1]`` on entry and on return, both values kept
-    up to date at O(nnz)."""
+    up to date at O(nnz). For the general kernel (``CSR_DEFERRED_CATCH_UP``): the deferred
+    catch-up's state (fastgd._contract), with which per-sample plain SGD with L1 takes the
+    general kernel too."""
     status = _entry_check(indptr.shape[0] - 1, n_features, y, sw, coef, state, t, codes, hp, batch_size, grad,
                           work)
     needs_lazy = C.csr_needs_lazy_buffers(codes, hp, batch_size, coef.shape[1])
@@ -1090,7 +1092,7 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
         status, loss_sum = _epoch_csr_scaled_sgd(data, indices, indptr, y, sw, order, coef, t, codes, hp,
                                                  work[0], work[1], counters,
                                                  running if keep_running else np.ones(2), keep_running)
-    elif C.plain_sgd_per_sample(codes, hp, batch_size, coef.shape[1]):
+    elif C.csr_fused_plain_sgd(codes, hp, batch_size, coef.shape[1], running is not None):
         _start_lazy_epoch(coef, t, lazy_work, index_work[0])
         status, loss_sum = _epoch_csr_plain_sgd(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                                                 work[0], work[1], lazy_work, index_work[0], counters)
@@ -1101,7 +1103,8 @@ def epoch_csr(data, indices, indptr, n_features, y, sw, order, coef, state, t, c
         status, loss_sum = _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                                               batch_size, grad, work, lazy_work, index_work, counters,
                                               C.sparse_mode(codes, hp), _mu_product(codes, hp, t), deferred,
-                                              running if deferred else np.ones(C.DEFERRED_FIELDS))
+                                              running if deferred else np.ones(C.DEFERRED_FIELDS),
+                                              deferred and C.deferred_keeps_sum_of_squares(codes, hp))
     return status, loss_sum
 
 
@@ -1141,10 +1144,11 @@ def _sum_sq_rows(coef, rows, n_rows, inv):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, codes, hp,
                        batch_size, grad, work, lazy_work, index_work, counters, mode, mu_prod, deferred,
-                       running):
+                       running, track_sq):
     """Every other CSR epoch, in the sparse path ``mode`` (:func:`fastgd._contract.sparse_mode`).
     ``deferred``: carry on the catch-up state ``running`` (fastgd._contract: the deferred
-    catch-up), and leave the lagging coordinates behind at the end."""
+    catch-up), and leave the lagging coordinates behind at the end; ``track_sq``: keep its
+    ``running[D_SQ]`` (:func:`fastgd._contract.deferred_keeps_sum_of_squares`)."""
     (data, indices, indptr, y, sw, order, coef, state, t, codes, hp, grad, work, lazy_work,
      index_work, counters) = _borrowed(
         data, indices, indptr, y, sw, order, coef, state, t, codes, hp, grad, work, lazy_work,
@@ -1164,7 +1168,6 @@ def _epoch_csr_general(data, indices, indptr, y, sw, order, coef, state, t, code
     rows = index_work[1]
     w, g, st = _flat(coef, grad, state)
     lazy = lazy_work.reshape(lazy_work.size)  # flat views made once: a reshape is a run-time call
-    track_sq = deferred and sgd and l2 > 0
     if deferred:
         A = running[_D_A]
         B = running[_D_B]

@@ -1221,9 +1221,11 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     """One epoch on CSR parts (the contract of :mod:`fastgd._contract`): the mathematics of
     the dense epoch at O(nnz) per step where :func:`sparse_mode` allows it. ``indices`` and
     ``indptr`` may each be int32 or int64. Rows must be canonical (no duplicate column in a
-    row; the estimators ensure it). ``running`` (only for the running-scale kernel, see
-    ``CSR_RUNNING_SCALE``): two float64, ``(S, sum of squares of coef[:-1])``; the weights are
-    ``S * coef[:-1]`` on entry and on return, both values kept up to date at O(nnz).
+    row; the estimators ensure it). ``running``, for the running-scale kernel
+    (``CSR_RUNNING_SCALE``): two float64, ``(S, sum of squares of coef[:-1])``; the weights are
+    ``S * coef[:-1]`` on entry and on return, both values kept up to date at O(nnz). For the
+    general loop (``CSR_DEFERRED_CATCH_UP``): the deferred catch-up's state
+    (fastgd._contract), with which per-sample plain SGD with L1 takes the general loop too.
     Returns ``(status, loss_sum)``."""
     cdef Params P
     cdef Lazy L
@@ -1266,10 +1268,11 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                          f"indices, indptr ends at {indptr[n_rows]}")
     # the contract's decisions, taken once per call: per-sample plain SGD with L2 only takes the
     # running-scale kernel, which needs no lazy buffers; other per-sample plain SGD the fused
-    # lazy kernel; everything else the general loop in the contract's sparse mode
+    # lazy kernel, unless it carries a deferred state; everything else the general loop in the
+    # contract's sparse mode
     scaled = _contract.csr_running_scale(codes, hp, batch_size, K)
     adagrad = _contract.csr_adagrad_per_sample(codes, hp, batch_size, K)
-    plain = _contract.plain_sgd_per_sample(codes, hp, batch_size, K)
+    plain = _contract.csr_fused_plain_sgd(codes, hp, batch_size, K, running is not None)
     mode = _contract.sparse_mode(codes, hp)
     if not (scaled or adagrad) and (lazy_work.shape[0] < p or lazy_work.shape[1] != LAZY_FIELDS):
         raise ValueError(f"lazy_work has shape ({lazy_work.shape[0]}, {lazy_work.shape[1]}); "
@@ -1317,7 +1320,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     L.rmsprop = P.opt == OPT_RMSPROP
     L.rho = P.rho
     rows = &index_work[1, 0]
-    track_sq = deferred and P.opt == OPT_SGD and P.l2 > 0
+    track_sq = deferred and _contract.deferred_keeps_sum_of_squares(codes, hp)
     if deferred:
         running_ptr = &running[0]
     with nogil:
