@@ -4,14 +4,17 @@ end of every call (what each call cost before), side by side in one process.
 
     PYTHONPATH=. python -m bench.bench_deferred [--rows 20000] [--bits 21,24] [--repeats 3] [--backends cython,numba]
 
-Paths (log loss, learning rate 0.01 / RMSprop 0.001): mini-batch SGD with L2 ``alpha=1e-4``
+Paths (log loss, learning rate 0.01 / RMSprop 0.001, ``alpha=1e-4``): mini-batch SGD with L2
 (batch 32), RMSprop and AdaGrad without penalty (batch 32), per-sample SGD with L2 and
-``clip_norm=1`` (batch 1). "caught up every call" is the same code with the backend's
+``clip_norm=1`` (batch 1); with L1: per-sample SGD, mini-batch SGD with the elastic net and
+AdaGrad (batch 32). "caught up every call" is the same code with the backend's
 ``CSR_DEFERRED_CATCH_UP`` switched off in this process: the driver then passes no deferred
 state and the kernel resets its bookkeeping, zeroes the gradient buffer, checks every weight
-and catches every coordinate up in each call, O(n_features). ``SGDClassifier.partial_fit``
-(per-sample SGD with L2, its own algorithm) is printed as a point of reference only. The
-repeats interleave the variants; each figure is the median per chunk.
+and catches every coordinate up in each call, O(n_features); per-sample SGD with L1 then
+takes the fused lazy kernel, with the state the general one. The deferred L1 paths include
+the driver's upkeep of the penalty's value (fastgd._lagging_norms). ``SGDClassifier.partial_fit``
+(per-sample SGD with L2 and with L1, its own algorithm) is printed as a point of reference
+only. The repeats interleave the variants; each figure is the median per chunk.
 """
 
 import argparse
@@ -32,6 +35,10 @@ PATHS = {
     "AdaGrad b=32": dict(optimizer="adagrad", batch_size=32, penalty=None, learning_rate=0.01),
     "SGD b=1 L2 clip": dict(optimizer="sgd", batch_size=1, penalty="l2", alpha=1e-4, learning_rate=0.01,
                             clip_norm=1.0),
+    "SGD b=1 L1": dict(optimizer="sgd", batch_size=1, penalty="l1", alpha=1e-4, learning_rate=0.01),
+    "SGD b=32 elastic-net": dict(optimizer="sgd", batch_size=32, penalty="elasticnet", alpha=1e-4,
+                                 learning_rate=0.01),
+    "AdaGrad b=32 L1": dict(optimizer="adagrad", batch_size=32, penalty="l1", alpha=1e-4, learning_rate=0.01),
 }
 
 
@@ -63,6 +70,7 @@ def main(argv=None):
     ap.add_argument("--bits", default="21,24")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backends", default="cython,numba")
+    ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated names from PATHS")
     args = ap.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b in _common.available_backends()]
     warnings.simplefilter("ignore")
@@ -73,7 +81,8 @@ def main(argv=None):
     for bits in map(int, args.bits.split(",")):
         p = 1 << bits
         X, y, _ = make_sparse_classification(args.rows, p, 12, random_state=0)
-        for name, params in PATHS.items():
+        for name in args.paths.split(","):
+            params = PATHS[name]
             for b in backends:
                 make = lambda: LogisticRegression(random_state=0, backend=b, **params)  # noqa: E731
                 runs = {True: [], False: []}
@@ -82,10 +91,12 @@ def main(argv=None):
                         runs[deferred].append(_per_chunk(make, X, y, deferred, b))
                 on, off = np.median(runs[True]), np.median(runs[False])
                 print(f"| 2^{bits} | {name} | {b} | {on * 1e3:.3f} | {off * 1e3:.3f} | {off / on:.1f}x |", flush=True)
-        sk = _per_chunk(lambda: SGDClassifier(loss="log_loss", alpha=1e-4, learning_rate="constant", eta0=0.01,
-                                              random_state=0), X, y, None, None)
-        print(f"| 2^{bits} | SGDClassifier.partial_fit (per-sample SGD, L2; reference) | - | {sk * 1e3:.3f} | | |",
-              flush=True)
+        for penalty in ("l2", "l1"):
+            sk = _per_chunk(lambda: SGDClassifier(loss="log_loss", penalty=penalty, alpha=1e-4,  # noqa: B023
+                                                  learning_rate="constant", eta0=0.01, random_state=0),
+                            X, y, None, None)
+            print(f"| 2^{bits} | SGDClassifier.partial_fit (per-sample SGD, {penalty.upper()}; reference) | - | "
+                  f"{sk * 1e3:.3f} | | |", flush=True)
 
 
 if __name__ == "__main__":

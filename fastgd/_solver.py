@@ -29,6 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from fastgd import _contract as C
 from fastgd._backends import _fork_safety
+from fastgd._lagging_norms import LaggingNorms, touched_rows
 from fastgd.exceptions import DivergenceError
 from fastgd.losses import penalty_value
 from fastgd.schedules import ReduceLROnPlateau
@@ -155,11 +156,12 @@ class DeferredCatchUp:
     shrink map (A, B) it was last brought up to date at (``work``, the kernel's
     ``lazy_work``), the kernel's ``running`` state, and the kernel's zeroed gradient buffer
     and stamps (rebuilt, not pickled). ``signature`` is what the pending catch-up depends on
-    beyond them (RMSprop and its rho, and whether the sum of squares is kept): a call with
-    another folds it first."""
+    beyond them (RMSprop and its rho, whether the kernel keeps the sum of squares, whether
+    there is L1): a call with another folds it first. With L1, ``norms`` keeps the penalty's
+    value (:class:`fastgd._lagging_norms.LaggingNorms`; None without L1)."""
 
-    def __init__(self, work, running, signature):
-        self.work, self.running, self.signature = work, running, signature
+    def __init__(self, work, running, signature, norms=None):
+        self.work, self.running, self.signature, self.norms = work, running, signature, norms
         self._grad = self._index_work = None
 
     @classmethod
@@ -172,7 +174,8 @@ class DeferredCatchUp:
         running[C.D_A], running[C.D_STAMP] = 1.0, -1.0
         if signature[2]:  # the weights' sum of squares, kept by the kernel from here on
             running[C.D_SQ] = ts.stored_sq_norm()
-        return cls(work, running, signature)
+        norms = LaggingNorms.start(ts.coef, work) if signature[3] else None
+        return cls(work, running, signature, norms)
 
     def buffers(self, coef):
         """The kernel's ``grad`` (all zeros; the kernel leaves it so) and ``index_work`` (stamps
@@ -184,7 +187,8 @@ class DeferredCatchUp:
         return self._grad, self._index_work
 
     def copy(self):
-        return DeferredCatchUp(self.work.copy(), self.running.copy(), self.signature)
+        return DeferredCatchUp(self.work.copy(), self.running.copy(), self.signature,
+                               None if self.norms is None else self.norms.copy())
 
     def catch_up(self, coef, opt_state, T):
         """Bring the coordinates that are behind up to clock ``T`` in ``coef`` (and RMSprop's
@@ -200,7 +204,7 @@ class DeferredCatchUp:
         with np.errstate(invalid="ignore"):
             aw = np.abs(w) * ratio[:, None] - shift[:, None]
             coef[behind] = np.where(aw > 0, np.copysign(aw, w), np.where(aw == aw, 0.0, aw))
-        rmsprop, rho, _ = self.signature
+        rmsprop, rho = self.signature[:2]
         if rmsprop and opt_state is not None:
             f = np.power(rho, T - self.work[behind, 0])
             opt_state[C.S_SQUARE_AVG, behind] = opt_state[C.S_SQUARE_AVG, behind].astype(np.float64) * f[:, None]
@@ -620,7 +624,7 @@ def train(backend, problem, ts, settings, n_epochs, check_convergence=True, roll
     :func:`rollback_rows` returns for this call, when the caller has it already."""
     s = settings
     ts.version += 1
-    running_scale = settle_scale(backend, problem, ts, s, check_convergence)
+    running_scale = settle_scale(backend, problem, ts, s, check_convergence, n_epochs)
     codes, hp = s.codes, s.hp
     s.rise_rtol = (max(RISE_RTOL_FULL_BATCH, 100 * float(np.finfo(ts.coef.dtype).eps))
                    if s.batch_size >= len(problem.train_idx) else RISE_RTOL_MINIBATCH)
@@ -689,14 +693,14 @@ def _epoch_log_shrink(problem, settings):
     """An upper bound of ``-log`` of the product of the L2 shrink factors ``1 - lr * l2`` of
     one epoch's steps (inf when a factor may be non-positive)."""
     codes, hp = settings.codes, settings.hp
-    shrink = max_learning_rate(codes, hp) * hp[C.H_L2]
+    shrink = float(max_learning_rate(codes, hp)) * float(hp[C.H_L2])  # (Python floats: inf, no warning, on overflow)
     if not shrink < 1:
         return math.inf
     n_steps = -(-len(problem.train_idx) // settings.batch_size)
     return n_steps * -math.log1p(-shrink)
 
 
-def settle_scale(backend, problem, ts, settings, check_convergence):
+def settle_scale(backend, problem, ts, settings, check_convergence, n_epochs=1):
     """Whether this call keeps the running scale of the CSR running-scale kernel (per-sample
     plain SGD, L2 only) in ``ts.scale`` from epoch to epoch and call to call, instead of
     folding it into every weight at the end of each epoch (an O(n_features) pass).
@@ -707,7 +711,7 @@ def settle_scale(backend, problem, ts, settings, check_convergence):
     (:data:`RUNNING_SCALE_NNZ_PER_FEATURE`). Otherwise, and when the scale may fall within
     :data:`SCALE_FOLD_MARGIN` of the kernels' own fold during the coming epoch, the scale
     is folded here. Call it before a :class:`TrainingUndo` of the call is taken: a fold
-    changes every row."""
+    changes every row. ``n_epochs``: the most epochs the call runs."""
     s = settings
     keep = (sp.issparse(problem.X) and getattr(backend, "CSR_RUNNING_SCALE", False)
             and C.csr_running_scale(s.codes, s.hp, s.batch_size, ts.coef.shape[1])
@@ -718,9 +722,19 @@ def settle_scale(backend, problem, ts, settings, check_convergence):
             and _epoch_nnz(problem) < RUNNING_SCALE_NNZ_PER_FEATURE * problem.X.shape[1])
     if not keep or -math.log(ts.scale) + _epoch_log_shrink(problem, s) > SCALE_FOLD_MARGIN:
         ts.fold_running_scale()
-    _settle_deferred(backend, problem, ts, s, check_convergence)
+    _settle_deferred(backend, problem, ts, s, check_convergence, n_epochs)
     return keep
 
+
+# With L1 a deferred state also costs the driver the upkeep of the penalty's value
+# (fastgd._lagging_norms: per touched coordinate two gathers, a place in a sort and in
+# merges, about 0.1-0.2 us) where catching every coordinate up costs a few ns each; and
+# per-sample SGD then runs in the general kernel instead of the fused one. It is kept only
+# when an epoch's non-zeros are fewer than 1 / L1_DEFERRED_FEATURES_PER_NNZ of the
+# coordinates. (Measured per 1,000-row chunk at 12 nnz per row, per-sample SGD with L1,
+# deferred / caught up every call: 0.2x at 2^14 features, 0.9x at 2^16, 1.1x at 2^18, 3.5x
+# at 2^21.)
+L1_DEFERRED_FEATURES_PER_NNZ = 16
 
 # The deferred catch-up's map is restarted (an O(n_features) fold) when its A may fall below
 # exp(-DEFERRED_FOLD_MARGIN) within the coming epoch: well above the kernels' own restart
@@ -729,26 +743,42 @@ def settle_scale(backend, problem, ts, settings, check_convergence):
 DEFERRED_FOLD_MARGIN = 0.5 * math.log(1e100)
 
 
-def _settle_deferred(backend, problem, ts, settings, check_convergence):
+def _settle_deferred(backend, problem, ts, settings, check_convergence, n_epochs):
     """Keep, start or fold ``ts.lazy``, the deferred catch-up of the CSR general kernel
     (:func:`fastgd._contract.csr_deferred_catch_up`): it is kept on the conditions of the
     running scale (nothing reads the plain weights during the call, the model is wide for the
     epoch's non-zeros), and the lagging coordinates are then caught up only when something
-    reads them. After this, ``ts.lazy`` is not None exactly when the call defers."""
+    reads them. After this, ``ts.lazy`` is not None exactly when the call defers.
+
+    With L1 the penalty's value is kept outside the kernel (``ts.lazy.norms``), which a
+    restart of the map inside the kernel would leave stale: the state is kept only when the
+    call's ``n_epochs`` cannot take ``A`` within the kernels' restart and the model is wider
+    still (:data:`L1_DEFERRED_FEATURES_PER_NNZ`), and folded (restarted) when the kept sums
+    would lose precision to cancellation."""
     s = settings
     K = ts.coef.shape[1]
     codes, hp = s.codes, s.hp
+    l1 = hp[C.H_L1] > 0
+    shrink = _epoch_log_shrink(problem, s) * (n_epochs if l1 else 1)
     keep = (sp.issparse(problem.X) and getattr(backend, "CSR_DEFERRED_CATCH_UP", False)
             and C.csr_deferred_catch_up(codes, hp, s.batch_size, K)
             and s.monitor is None and s.validation_score is None
             and not (check_convergence and (s.backtrack or _has_stopping_test(s)))
             and not OutputThreads.applies(problem, s, K, None)
-            and _epoch_nnz(problem) < RUNNING_SCALE_NNZ_PER_FEATURE * problem.X.shape[1])
+            # Hogwild! threads (per-sample SGD with L1 and n_jobs > 1) step the plain weights
+            and not HogwildEpochs.applies(problem, s, K)
+            and _epoch_nnz(problem) < RUNNING_SCALE_NNZ_PER_FEATURE * problem.X.shape[1]
+            and not (l1 and (shrink > DEFERRED_FOLD_MARGIN
+                             or _epoch_nnz(problem) * L1_DEFERRED_FEATURES_PER_NNZ > problem.X.shape[1])))
     signature = (bool(codes[C.C_OPTIMIZER] == C.OPT_RMSPROP), float(hp[C.H_RHO]),
-                 bool(codes[C.C_OPTIMIZER] == C.OPT_SGD and hp[C.H_L2] > 0))
+                 bool(C.deferred_keeps_sum_of_squares(codes, hp)), bool(l1))
     lazy = ts.lazy
-    if lazy is not None and (not keep or lazy.signature != signature or -math.log(lazy.running[C.D_A])
-                             + _epoch_log_shrink(problem, s) > DEFERRED_FOLD_MARGIN):
+    if lazy is not None and lazy.norms is not None:
+        lazy.norms.advance(lazy.running[C.D_A], lazy.running[C.D_B], lazy.work)
+    if lazy is not None and (not keep or lazy.signature != signature
+                             or -math.log(lazy.running[C.D_A]) + shrink > DEFERRED_FOLD_MARGIN
+                             or (lazy.norms is not None and lazy.norms.cancels(lazy.running[C.D_A],
+                                                                               lazy.running[C.D_B]))):
         ts.fold_deferred()
     if keep and ts.lazy is None:
         ts.fold_running_scale()  # (no running scale with this kernel: 1 already, unless a fold was skipped)
@@ -814,6 +844,7 @@ class TrainingUndo:
             self.lazy_running = ts.lazy.running[[C.D_A, C.D_B, C.D_SQ]].copy()
             self.lazy_rows = None if rows is None else rows[rows < ts.lazy.work.shape[0]]
             self.lazy_work = ts.lazy.work.copy() if rows is None else ts.lazy.work[self.lazy_rows]
+            self.lazy_norms = None if ts.lazy.norms is None else ts.lazy.norms.snapshot()
         self.t = ts.t.copy()
         self.sample_memory = None if ts.sample_memory is None else ts.sample_memory.copy()
         self.rng_state = ts.rng.bit_generator.state
@@ -838,6 +869,8 @@ class TrainingUndo:
                 self.lazy.work[...] = self.lazy_work
             else:
                 self.lazy.work[self.lazy_rows] = self.lazy_work
+            if self.lazy_norms is not None:
+                self.lazy.norms.restore(self.lazy_norms)
         ts.t[...] = self.t
         ts.sample_memory = self.sample_memory
         ts.rng.bit_generator.state = self.rng_state
@@ -858,8 +891,12 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
     # sum of squares, which the kernel keeps up to date from the coordinates it steps: O(nnz),
     # not a pass over every weight.
     running = np.empty(2) if running_scale else None
+    norms = touched = None
     if ts.lazy is not None:  # the deferred catch-up's state, carried on by the kernel (settle_scale)
         running = ts.lazy.running
+        norms = ts.lazy.norms
+        if norms is not None:  # (L1) the coordinates each epoch brings up to date
+            touched = touched_rows(problem.X, problem.train_idx)
     # Full-batch GD: the sample order only changes rounding, and data order reads memory
     # sequentially, so no permutation is drawn.
     shuffle = s.shuffle and s.batch_size < len(problem.train_idx)
@@ -894,7 +931,11 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
             if running_scale:  # (the running-scale kernel has no L1)
                 running[:] = ts.scale, ts.stored_sq_norm()
                 penalty = 0.5 * hp[C.H_L2] * ts.scale * ts.scale * ts.sq_norm if hp[C.H_L2] > 0 else 0.0
-            elif ts.lazy is not None:  # (no L1; L2 only with SGD, whose sum of squares the kernel keeps)
+            elif norms is not None:  # L1: from the lagging weights' norms (the touched ones are replaced after)
+                norms.advance(running[C.D_A], running[C.D_B], ts.lazy.work)
+                penalty = norms.penalty(running[C.D_A], running[C.D_B], hp[C.H_L2], hp[C.H_L1])
+                departing = norms.alive(touched, ts.coef, ts.lazy.work)
+            elif ts.lazy is not None:  # (L2 only with SGD, whose sum of squares the kernel keeps)
                 A = running[C.D_A]
                 penalty = 0.5 * hp[C.H_L2] * A * A * running[C.D_SQ] if hp[C.H_L2] > 0 else 0.0
             else:
@@ -927,6 +968,8 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
                 f"parameters after epoch {ts.n_iter}.",
                 epoch=ts.n_iter + 1,
             )
+        if norms is not None:  # the touched coordinates' entries, as the epoch left them
+            norms.insert(touched, ts.coef, ts.lazy.work, departing)
         ts.loss_curve.append(loss)
         ts.n_iter += 1
         if plateau is not None:

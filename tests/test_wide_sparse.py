@@ -31,9 +31,14 @@ def _chunks(X, y, size=100):
 @pytest.mark.parametrize("params", [
     dict(optimizer="sgd", penalty="l2"),  # running-scale kernel: no lazy buffers
     dict(optimizer="sgd", penalty="l1"),  # lazy shrink maps
-    dict(optimizer="adagrad", penalty="l1", batch_size=4),  # general CSR kernel (with L1: caught up every epoch)
+    dict(optimizer="adagrad", penalty="l1", batch_size=4),  # general CSR kernel
 ])
-def test_kernel_scratch_is_reused_across_partial_fit_calls_and_changes_nothing(wide, params):
+def test_kernel_scratch_is_reused_across_partial_fit_calls_and_changes_nothing(wide, params, monkeypatch):
+    from fastgd import _solver
+
+    # as if the model were narrow for the chunks' non-zeros: no running state is kept between
+    # calls, and every call takes the kernels' scratch (wide models keep a deferred state)
+    monkeypatch.setattr(_solver, "RUNNING_SCALE_NNZ_PER_FEATURE", 0)
     X, y = wide
     kw = dict(learning_rate=0.05, batch_size=1, alpha=1e-4, random_state=0)
     kw.update(params)
@@ -51,7 +56,10 @@ def test_kernel_scratch_is_reused_across_partial_fit_calls_and_changes_nothing(w
     assert_array_equal(reused.intercept_, fresh.intercept_)
 
 
-def test_pickled_model_does_not_carry_the_scratch(wide):
+def test_pickled_model_does_not_carry_the_scratch(wide, monkeypatch):
+    from fastgd import _solver
+
+    monkeypatch.setattr(_solver, "RUNNING_SCALE_NNZ_PER_FEATURE", 0)  # (see above: the scratch, not a deferred state)
     X, y = wide
     model = LogisticRegression(optimizer="adagrad", batch_size=4, penalty="l1", random_state=0)
     model.partial_fit(X, y, classes=[0, 1])
@@ -189,14 +197,21 @@ def _l2_sgd(backend, **params):
 # shrink a running scale) and AdaGrad without a penalty (untouched coordinates do not move)
 PER_ROW_PATHS = [dict(), dict(optimizer="adagrad", penalty=None)]
 
-# the paths of the general kernel whose untouched coordinates have a closed-form catch-up
-# and no L1: mini-batch SGD (with L2 or none), RMSprop and AdaGrad without penalty, and
-# per-sample SGD with clipping
+# the paths of the general kernel whose untouched coordinates have a closed-form catch-up:
+# mini-batch SGD (with L2 or none), RMSprop and AdaGrad without penalty, per-sample SGD with
+# clipping, and with L1 (the penalty's value kept by fastgd._lagging_norms): per-sample SGD
+# (the fused kernel's path when it is not deferred), mini-batch SGD with the elastic net,
+# AdaGrad and RMSprop
 DEFERRED_PATHS = [dict(optimizer="sgd", batch_size=4, alpha=1e-3),
                   dict(optimizer="sgd", batch_size=8, penalty=None),
                   dict(optimizer="rmsprop", batch_size=4, penalty=None, learning_rate=0.01),
                   dict(optimizer="adagrad", batch_size=4, penalty=None),
                   dict(optimizer="sgd", batch_size=1, alpha=1e-3, clip_norm=1.0)]
+L1_PATHS = [dict(optimizer="sgd", batch_size=1, penalty="l1", alpha=3e-3),
+            dict(optimizer="sgd", batch_size=4, penalty="elasticnet", alpha=1e-2, learning_rate=0.2),
+            dict(optimizer="adagrad", batch_size=4, penalty="l1", alpha=3e-3),
+            dict(optimizer="rmsprop", batch_size=4, penalty="l1", alpha=3e-2, learning_rate=0.01)]
+DEFERRED_PATHS += L1_PATHS
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
@@ -217,7 +232,7 @@ def test_partial_fit_does_work_proportional_to_nnz_only(wide, backend, params, m
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
-@pytest.mark.parametrize("params", PER_ROW_PATHS + [DEFERRED_PATHS[0], DEFERRED_PATHS[2]])
+@pytest.mark.parametrize("params", PER_ROW_PATHS + [DEFERRED_PATHS[0], DEFERRED_PATHS[2], L1_PATHS[0]])
 def test_partial_fit_allocates_nothing_the_size_of_the_model(backend, params):
     import tracemalloc
 
@@ -296,7 +311,8 @@ def test_kernel_refuses_a_running_state_it_cannot_use(wide, backend):
     chunk = X[:10]
     y2 = y[:10].reshape(-1, 1).astype(np.float64)
     for params, running, match in [
-        (dict(penalty="l1"), np.array([1.0, 0.0]), "take neither"),  # the fused lazy-map kernel
+        # per-sample SGD with L1 carries a deferred state (in the general kernel), not a scale
+        (dict(penalty="l1"), np.array([1.0, 0.0]), "deferred catch-up, is 4 float64"),
         (dict(), np.array([0.0, 0.0]), "scale in"),
         (dict(), np.array([1.0]), "two float64"),
         (dict(optimizer="adam"), np.array([1.0, 0.0, -1.0, 0.0]), "take neither"),  # every coordinate, every step
@@ -439,7 +455,7 @@ def test_deferred_catch_up_is_folded_when_a_call_cannot_keep_it(wide, backend):
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
-@pytest.mark.parametrize("params", [DEFERRED_PATHS[0], DEFERRED_PATHS[2]])
+@pytest.mark.parametrize("params", [DEFERRED_PATHS[0], DEFERRED_PATHS[2], L1_PATHS[0]])
 def test_divergent_deferred_call_keeps_the_previous_model_and_its_pending_catch_up(wide, backend, params):
     X, y = wide
     model, twin = _l2_sgd(backend, **params), _l2_sgd(backend, **params)
@@ -465,7 +481,7 @@ def test_divergent_deferred_call_keeps_the_previous_model_and_its_pending_catch_
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
-@pytest.mark.parametrize("params", [DEFERRED_PATHS[0], DEFERRED_PATHS[2]])
+@pytest.mark.parametrize("params", [DEFERRED_PATHS[0], DEFERRED_PATHS[2], L1_PATHS[1]])
 def test_deferred_catch_up_with_several_outputs_matches_the_reference_backend(wide, backend, params):
     X, _ = wide
     y3 = np.random.default_rng(0).integers(0, 3, X.shape[0])  # softmax over three classes: K = 3 columns
@@ -477,3 +493,132 @@ def test_deferred_catch_up_with_several_outputs_matches_the_reference_backend(wi
     np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(ours.intercept_, reference.intercept_, rtol=1e-10)
     np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+
+
+# --- L1 deferred across calls: the penalty's value from the lagging weights' norms ----------
+
+def _caught_up_norms(model):
+    """(alive entries, penalty) of the model's LaggingNorms advanced to the current map (in a
+    copy), and the same two from a full pass over the caught-up weights."""
+    from fastgd.losses import penalty_value
+
+    ts = model._train_state
+    lazy = ts.lazy
+    norms = lazy.norms.copy()
+    A, B = lazy.running[C.D_A], lazy.running[C.D_B]
+    norms.advance(A, B, lazy.work)
+    codes, hp = model._kernel_arrays(1)
+    coef = ts.parameters()
+    return (norms.count, norms.penalty(A, B, hp[C.H_L2], hp[C.H_L1]),
+            int(np.count_nonzero(coef[:-1])), penalty_value(coef, hp[C.H_L2], hp[C.H_L1]))
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("params", L1_PATHS)
+def test_lagging_norms_equal_a_full_pass_over_the_caught_up_weights(wide, backend, params):
+    X, y = wide
+    model = _l2_sgd(backend, **params)
+    zeroed_while_lagging = 0
+    clocks = alive = np.zeros(0)
+    for Xc, yc in _chunks(X, y, size=50):
+        ts = getattr(model, "_train_state", None)
+        if ts is not None and ts.lazy is not None:
+            clocks = ts.lazy.work[:, 0].copy()
+            alive = ts.parameters()[:-1, 0] != 0
+        model.partial_fit(Xc, yc, classes=[0, 1])
+        ts = model._train_state
+        assert ts.lazy is not None and ts.lazy.norms is not None
+        count, penalty, nonzero, full_penalty = _caught_up_norms(model)
+        assert count == nonzero
+        np.testing.assert_allclose(penalty, full_penalty, rtol=1e-11)
+        if len(clocks) == ts.lazy.work.shape[0]:
+            untouched = ts.lazy.work[:, 0] == clocks  # no step of this call touched them
+            zeroed_while_lagging += np.count_nonzero(untouched & alive & (ts.parameters()[:-1, 0] == 0))
+    assert zeroed_while_lagging > 0  # (so the runs' pointers did pass entries at zero)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_lagging_norms_restart_the_map_before_their_sums_cancel(wide, backend, monkeypatch):
+    from fastgd import _lagging_norms
+
+    # with the bound at 1.5 the kept sums count as cancelling as soon as B is a third of the
+    # alive weights: the driver folds the pending catch-up (every coordinate brought up to
+    # date) and starts a new state, and the model equals one that never deferred
+    monkeypatch.setattr(_lagging_norms, "MAX_CANCELLATION", 1.5)
+    X, y = wide
+    params = L1_PATHS[0]
+    ours, reference = _l2_sgd(backend, **params), _l2_sgd("numpy", **params)
+    states = []
+    for Xc, yc in _chunks(X, y, size=50):
+        ours.partial_fit(Xc, yc, classes=[0, 1])
+        reference.partial_fit(Xc, yc, classes=[0, 1])
+        states.append(ours._train_state.lazy)
+    assert len({id(state) for state in states}) > 2  # restarted along the way
+    np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+
+
+def _spy_on_running_states(monkeypatch):
+    """Whether each CSR epoch the driver runs carries a running state, as a growing list."""
+    from fastgd import _solver
+
+    seen = []
+    original = _solver.Problem.epoch
+
+    def epoch(self, *args, running=None, **kwargs):
+        seen.append(running is not None)
+        return original(self, *args, running=running, **kwargs)
+
+    monkeypatch.setattr(_solver.Problem, "epoch", epoch)
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("max_iter, deferred", [(5, True), (30, False)])
+def test_fit_with_l1_defers_across_its_epochs_when_the_map_cannot_restart(wide, backend, max_iter, deferred,
+                                                                          monkeypatch):
+    # 30 epochs of this elastic net shrink A by more than exp(-115), the margin the kernels'
+    # own restart keeps (which the lagging norms could not follow): that fit catches every
+    # coordinate up each epoch instead; 5 epochs keep one deferred state throughout
+    X, y = wide
+    X, y = X[:200], y[:200]
+    params = dict(L1_PATHS[1], alpha=0.5, max_iter=max_iter, tol=None)  # (lr * l2 = 0.085, 50 steps an epoch)
+    seen = _spy_on_running_states(monkeypatch)
+    ours = _l2_sgd(backend, **params).fit(X, y)
+    assert len(seen) == max_iter and set(seen) == {deferred}
+    reference = _l2_sgd("numpy", **params).fit(X, y)
+    np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_l1_defers_only_when_the_model_is_much_wider_than_a_call(wide, backend, monkeypatch):
+    # (fastgd._solver.L1_DEFERRED_FEATURES_PER_NNZ = 16) 100 rows store about 1,200 entries of
+    # the 65,536 columns: deferred; 500 rows about 6,000: the pending catch-up is folded and
+    # the call catches every coordinate up at its end, in the fused per-sample kernel
+    from fastgd import _solver
+
+    X, y = wide
+    seen = _spy_on_running_states(monkeypatch)
+    ours, reference = _l2_sgd(backend, **L1_PATHS[0]), _l2_sgd("numpy", **L1_PATHS[0])
+    for rows in (slice(0, 100), slice(100, 600), slice(0, 100)):
+        ours.partial_fit(X[rows], y[rows], classes=[0, 1])
+    for rows in (slice(0, 100), slice(100, 600), slice(0, 100)):
+        reference.partial_fit(X[rows], y[rows], classes=[0, 1])
+    assert X[100:600].nnz * _solver.L1_DEFERRED_FEATURES_PER_NNZ > P > X[:100].nnz * _solver.L1_DEFERRED_FEATURES_PER_NNZ
+    assert seen[:3] == [True, False, True]
+    np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_hogwild_with_l1_keeps_no_deferred_state(wide, backend, monkeypatch):
+    # Hogwild! threads step the plain weights: a pending catch-up would leave them stale
+    X, y = wide
+    seen = _spy_on_running_states(monkeypatch)
+    model = _l2_sgd(backend, n_jobs=2, **L1_PATHS[0])
+    for Xc, yc in _chunks(X, y):
+        model.partial_fit(Xc, yc, classes=[0, 1])
+        assert model._train_state.lazy is None
+    assert not any(seen)  # (and no CSR epoch of the driver's carried one)
+    assert np.isfinite(model.coef_).all() and np.count_nonzero(model.coef_) > 0

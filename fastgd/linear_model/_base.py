@@ -515,7 +515,8 @@ class BaseGD(CachedParamValidation, BaseEstimator):
         rows = _solver.FIND_ROWS
         undo = None
         if not first:  # (the scale is settled first: folding it changes every row)
-            _solver.settle_scale(backend, problem, ts, settings, check_convergence=not incremental)
+            _solver.settle_scale(backend, problem, ts, settings, check_convergence=not incremental,
+                                 n_epochs=n_epochs)
             rows = _solver.rollback_rows(backend, problem, settings, K)
             undo = _solver.TrainingUndo(ts, rows)
         try:
