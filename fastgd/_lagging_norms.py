@@ -24,6 +24,8 @@ snapshot (for undoing a failed call) is a list of references.
 """
 import numpy as np
 
+from fastgd.losses import vector_dot
+
 # The penalty's L1 part is ``A S1 - B N``. When the alive weights are small against ``B`` the
 # difference cancels: past this ratio of ``A S1`` to ``sum |w|`` (or of ``A**2 S2`` to
 # ``sum w**2``, its square) the driver restarts the map (an O(n_features) catch-up).
@@ -88,7 +90,7 @@ class LaggingNorms:
         self.count += sign * len(u)
         with np.errstate(over="ignore"):  # (an overflowing penalty is reported as such by the driver)
             _add_compensated(self.s1, sign * float(np.sum(u)))
-            _add_compensated(self.s2, sign * float(np.dot(u, u)))
+            _add_compensated(self.s2, sign * vector_dot(u, u))
 
     def advance(self, A, B, work):
         """Drop from the sums the entries that the map ``(A, B)`` has taken to zero."""

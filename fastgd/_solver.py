@@ -31,7 +31,7 @@ from fastgd import _contract as C
 from fastgd._backends import _fork_safety
 from fastgd._lagging_norms import LaggingNorms, touched_rows
 from fastgd.exceptions import DivergenceError
-from fastgd.losses import penalty_value
+from fastgd.losses import penalty_value, vector_dot
 from fastgd.schedules import ReduceLROnPlateau
 
 # A loss counts as having risen when it exceeds the best by more than a fraction of it: for
@@ -118,7 +118,7 @@ class TrainState:
         """``sq_norm``, computed (O(n_features)) when unknown."""
         if self.sq_norm is None:
             w = self.coef[:-1].ravel().astype(np.float64, copy=False)
-            self.sq_norm = float(np.dot(w, w))
+            self.sq_norm = vector_dot(w, w)
         return self.sq_norm
 
     def copy(self):

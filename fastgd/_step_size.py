@@ -119,7 +119,7 @@ def gram_top_eigenvalue(X, sw, backend=None, n_iter=POWER_ITERATIONS, rtol=POWER
     for _ in range(n_iter):
         with np.errstate(over="ignore", invalid="ignore"):  # huge features: reported by the caller
             w = np.asarray(gram_times(v), dtype=np.float64)
-            new = float(np.dot(v, w))  # Rayleigh quotient of the unit vector v
+            new = losses.vector_dot(v, w)  # Rayleigh quotient of the unit vector v
             top = float(np.max(np.abs(w), initial=0.0))
             if not np.isfinite(top) or not np.isfinite(new):
                 return np.inf

@@ -144,6 +144,16 @@ def evaluate(loss_code, z, y, param=0.0):
     return fn(z, y, param) if loss_code in PARAMETRISED else fn(z, y)
 
 
+def vector_dot(a, b):
+    """``sum(a * b)`` of two 1-D vectors as a Python float, without the BLAS. NumPy's ``dot``
+    hands vectors of more than a few thousand entries to the BLAS's threads, which on a
+    loaded machine wait for a core: measured at load average 2.8 on 2 cores, a median 12 ms
+    for 12,000 float64 entries and 16 ms for 2^21, against 8 us and 2.3 ms for this (one
+    thread; 2 us and 0.5 ms for ``dot`` on a quiet machine). Used for the per-epoch and
+    per-call sums, where that wait would dwarf the work."""
+    return float(np.einsum("i,i->", a, b))
+
+
 def penalty_value(coef, l2, l1):
     """Penalty ``l1 * ||w||_1 + l2 / 2 * ||w||^2`` of the weights (the intercept row excluded)."""
     w = coef[:-1]
@@ -152,7 +162,7 @@ def penalty_value(coef, l2, l1):
         value += l1 * float(np.abs(w).sum(dtype=np.float64))
     if l2 > 0:
         v = w.ravel().astype(np.float64, copy=False)
-        value += 0.5 * l2 * float(np.dot(v, v))
+        value += 0.5 * l2 * vector_dot(v, v)
     return value
 
 
@@ -160,4 +170,4 @@ def objective(X, y, sw, coef, loss_code, l2, l1, loss_param=0.0):
     """Weighted mean loss plus penalty at ``coef``: the quantity gradient descent minimises."""
     z = X @ coef[:-1] + coef[-1]
     value, _ = evaluate(loss_code, np.asarray(z, dtype=np.float64), y, loss_param)
-    return float(np.dot(sw, value) / sw.sum()) + penalty_value(coef, l2, l1)
+    return vector_dot(sw, value) / float(sw.sum()) + penalty_value(coef, l2, l1)

@@ -40,6 +40,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, chec
 from fastgd._backends import _sgd_rules as R
 from fastgd._sparse_validation import check_csr_structure
 from fastgd.linear_model._params import CachedParamValidation
+from fastgd.losses import vector_dot
 from fastgd.optim import OPTIMIZER_NAMES
 
 _MAX_INT = np.iinfo(np.int32).max
@@ -164,7 +165,7 @@ def _train(est, backend, problem, w, aw, intercept, average_intercept, t, max_it
     scalars[R.S_ETA] = est.eta0
     scalars[R.S_WSCALE] = 1.0
     scalars[R.S_AVERAGE_B] = 1.0
-    scalars[R.S_SQ_NORM] = float(np.dot(w, w))
+    scalars[R.S_SQ_NORM] = vector_dot(w, w)
     scalars[R.S_L1_NORM] = float(np.abs(w).sum())
     q = np.zeros(len(w), dtype=w.dtype)
     aw_arg = aw if aw is not None else np.zeros(1, dtype=w.dtype)
