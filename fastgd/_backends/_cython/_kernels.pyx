@@ -1251,6 +1251,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     cdef floating* dz
     cdef floating* st = NULL
     cdef int64_t* rows
+    cdef int64_t* mark
     cdef double* running_ptr = NULL
     cdef bint scaled, adagrad, plain, deferred, track_sq, restart
     cdef double sq = 0.0
@@ -1317,6 +1318,7 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
     L.a = &lazy_work[0, 1]
     L.b = &lazy_work[0, 2]
     L.mark = &index_work[0, 0]
+    mark = L.mark
     L.rmsprop = P.opt == OPT_RMSPROP
     L.rho = P.rho
     rows = &index_work[1, 0]
@@ -1354,16 +1356,20 @@ def epoch_csr(const floating[:] data, const index_t[:] indices, const ptr_t[:] i
                     stamp = step + 1
                 T = <double>step
                 # the batch's touched coordinates (each once), brought up to date
+                # (mark: L.mark in a local. L's address escapes to the catch-up call, which GCC no
+                # longer inlines here (epoch_csr is too large), so each L.mark[c] reloaded L.mark.
+                # The catch-up's own first test, "already at T", is made here: nearly every touched
+                # coordinate of a mini-batch is up to date, and the call is the rare case.)
                 nt = 0
                 for j in range(start, end):
                     i = order[j]
                     for ptr in range(indptr[i], indptr[i + 1]):
                         c = indices[ptr]
-                        if L.mark[c] != stamp:
-                            L.mark[c] = stamp
+                        if mark[c] != stamp:
+                            mark[c] = stamp
                             rows[nt] = c
                             nt += 1
-                            if mode == SPARSE_LAZY_EXACT:
+                            if mode == SPARSE_LAZY_EXACT and L.last[LAZY_FIELDS * c] != T:
                                 L.counters[COUNT_CATCHUPS] += _catch_up(cf, st, c, K, A, B, T, &L)
                 batch_loss = 0.0
                 for j in range(start, end):
