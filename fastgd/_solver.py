@@ -666,8 +666,12 @@ def max_learning_rate(codes, hp):
         return np.inf
     if code == C.SCHED_INVSCALING and hp[C.H_POWER] < 0:
         return np.inf
-    if code in (C.SCHED_POLYNOMIAL, C.SCHED_COSINE):
+    if code in (C.SCHED_POLYNOMIAL, C.SCHED_COSINE, C.SCHED_COSINE_RESTARTS):
         eta0 = max(eta0, hp[C.H_LR_MIN])
+    if code == C.SCHED_ONE_CYCLE:  # (between its initial, peak and final rates)
+        peak = hp[C.H_MAX_LR] if hp[C.H_MAX_LR] > 0 else eta0
+        initial = peak / hp[C.H_DIV_FACTOR]
+        eta0 = max(peak, initial, initial / hp[C.H_FINAL_DIV_FACTOR])
     return hp[C.H_LR_SCALE] * eta0
 
 
@@ -773,12 +777,10 @@ def _settle_deferred(backend, problem, ts, settings, check_convergence, n_epochs
     signature = (bool(codes[C.C_OPTIMIZER] == C.OPT_RMSPROP), float(hp[C.H_RHO]),
                  bool(C.deferred_keeps_sum_of_squares(codes, hp)), bool(l1))
     lazy = ts.lazy
-    if lazy is not None and lazy.norms is not None:
-        lazy.norms.advance(lazy.running[C.D_A], lazy.running[C.D_B], lazy.work)
-    if lazy is not None and (not keep or lazy.signature != signature
-                             or -math.log(lazy.running[C.D_A]) + shrink > DEFERRED_FOLD_MARGIN
-                             or (lazy.norms is not None and lazy.norms.cancels(lazy.running[C.D_A],
-                                                                               lazy.running[C.D_B]))):
+    precise = lazy is None or lazy.norms is None or lazy.norms.settle(lazy.running[C.D_A], lazy.running[C.D_B],
+                                                                        lazy.work, hp[C.H_L2], hp[C.H_L1])
+    if lazy is not None and (not keep or lazy.signature != signature or not precise
+                             or -math.log(lazy.running[C.D_A]) + shrink > DEFERRED_FOLD_MARGIN):
         ts.fold_deferred()
     if keep and ts.lazy is None:
         ts.fold_running_scale()  # (no running scale with this kernel: 1 already, unless a fold was skipped)
@@ -932,8 +934,11 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
                 running[:] = ts.scale, ts.stored_sq_norm()
                 penalty = 0.5 * hp[C.H_L2] * ts.scale * ts.scale * ts.sq_norm if hp[C.H_L2] > 0 else 0.0
             elif norms is not None:  # L1: from the lagging weights' norms (the touched ones are replaced after)
-                norms.advance(running[C.D_A], running[C.D_B], ts.lazy.work)
-                penalty = norms.penalty(running[C.D_A], running[C.D_B], hp[C.H_L2], hp[C.H_L1])
+                A_start = running[C.D_A]
+                if norms.settle(A_start, running[C.D_B], ts.lazy.work, hp[C.H_L2], hp[C.H_L1]):
+                    penalty = norms.penalty(A_start, running[C.D_B], hp[C.H_L2], hp[C.H_L1])
+                else:  # (a fit's later epoch: no restart mid-call; a full pass, this epoch only)
+                    penalty = penalty_value(ts.parameters(), hp[C.H_L2], hp[C.H_L1])
                 departing = norms.alive(touched, ts.coef, ts.lazy.work)
             elif ts.lazy is not None:  # (L2 only with SGD, whose sum of squares the kernel keeps)
                 A = running[C.D_A]
@@ -968,7 +973,10 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
                 f"parameters after epoch {ts.n_iter}.",
                 epoch=ts.n_iter + 1,
             )
-        if norms is not None:  # the touched coordinates' entries, as the epoch left them
+        if norms is not None and running[C.D_A] > A_start:
+            # the kernel restarted the map (a bound in _settle_deferred failed): u changed meaning
+            norms = ts.lazy.norms = LaggingNorms.start(ts.coef, ts.lazy.work)
+        elif norms is not None:  # the touched coordinates' entries, as the epoch left them
             norms.insert(touched, ts.coef, ts.lazy.work, departing)
         ts.loss_curve.append(loss)
         ts.n_iter += 1

@@ -65,7 +65,7 @@ def test_norms_equal_a_brute_force_catch_up_over_many_calls(K):
     levels = set()
     for _ in range(300):
         model.shrink()
-        norms.advance(model.A, model.B, model.work)
+        assert norms.settle(model.A, model.B, model.work, 0.0, 1.0)
         count, abs_sum, sq_sum = _brute_force(model.coef, model.work, model.A, model.B)
         assert norms.count == count
         np.testing.assert_allclose(norms.penalty(model.A, model.B, 0.0, 1.0), abs_sum, rtol=1e-11, atol=1e-12)
@@ -104,17 +104,42 @@ def test_snapshot_restores_the_norms_after_a_call_that_is_undone():
     np.testing.assert_allclose(norms.penalty(model.A, model.B, 0.0, 1.0), abs_sum, rtol=1e-11)
 
 
-def test_cancellation_is_reported_when_the_alive_weights_are_small_against_B():
+def test_cancellation_beyond_the_precision_is_reported():
     coef = np.array([[1.0], [2.0], [0.0]])
     work = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
     norms = LaggingNorms.start(coef, work)
-    assert not norms.cancels(1.0, 0.0)
-    # |w| = 1 - 0.9999 and 2 - 0.9999: sum 1.0002 against A S1 = 3
-    assert not norms.cancels(1.0, 0.9999)
-    norms.advance(1.0, 1.9999, work)  # the first weight at zero; the second 1e-4 against A S1 = 2
+    assert norms.settle(1.0, 0.0, work, 0.0, 1.0)
+    assert norms.settle(1.0, 0.9999, work, 0.0, 1.0)  # |w| = 1e-4 and 1.0001: no cancellation to speak of
+    # the first weight at zero; the second 2 - 1.9999 = 1e-4, from A S1 = 2 and B N = 2: the
+    # bound 4 eps (A S1 + B N) = 3.6e-15 is 3.6e-11 of 1e-4, past PRECISION
+    assert not norms.settle(1.0, 1.9999, work, 0.0, 1.0)
     assert norms.count == 1
-    assert norms.cancels(1.0, 1.9999)  # (2 / 1e-4 = 2e4 > MAX_CANCELLATION)
-    assert _lagging_norms.MAX_CANCELLATION < 2e4
+    assert 4 * 2.2e-16 * 4.0 / 1e-4 > _lagging_norms.PRECISION
+
+
+def test_resum_drops_the_rounding_that_many_calls_gathered():
+    # entries of size B / A ~ 1e3 leave and come back call after call, each time with a
+    # rounding of their size, while the weights themselves are ~1: the running sums' error
+    # bound grows past PRECISION; a resum from the runs brings it back
+    rng = np.random.default_rng(0)
+    model = _Model(rng, 200, 1)
+    model.touch(np.arange(200))
+    norms = LaggingNorms.start(model.coef, model.work)
+    model.A, model.B = 1.0, 1000.0  # (as if many steps of L1 had passed: B large, the weights ~1)
+    model.work[:] = model.clock, 1.0, 1000.0
+    norms = LaggingNorms.start(model.coef, model.work)
+    worst_before_resum = 0.0
+    for _ in range(400):
+        model.clock += 1.0
+        model.B += 1e-3
+        norms.advance(model.A, model.B, model.work)
+        abs_sum, _, abs_error, _ = norms._sums(model.A, model.B)
+        worst_before_resum = max(worst_before_resum, abs_error / abs_sum)
+        assert norms.settle(model.A, model.B, model.work, 0.0, 1.0)  # (L1 only: its cancellation is ~1e3)
+        _, brute_abs, _ = _brute_force(model.coef, model.work, model.A, model.B)
+        np.testing.assert_allclose(norms.penalty(model.A, model.B, 0.0, 1.0), brute_abs, rtol=1e-11)
+        model.touch_and_insert(norms, np.unique(rng.integers(0, 200, 30)))
+    assert worst_before_resum > _lagging_norms.PRECISION  # (so resum was needed, and done)
 
 
 def test_touched_rows_are_the_stored_columns_of_the_rows_each_once():

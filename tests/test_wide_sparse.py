@@ -8,12 +8,13 @@ import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_array_equal
 
-from fastgd import DivergenceError, LogisticRegression
+from fastgd import DivergenceError, LinearRegression, LogisticRegression
 from fastgd import _contract as C
 from fastgd._backends import get_backend
 from fastgd._solver import Problem
 from fastgd.datasets import make_sparse_classification
 from fastgd.optim import RMSprop
+from fastgd.schedules import CosineWarmRestarts, OneCycle
 
 P = 1 << 16
 
@@ -538,13 +539,13 @@ def test_lagging_norms_equal_a_full_pass_over_the_caught_up_weights(wide, backen
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
-def test_lagging_norms_restart_the_map_before_their_sums_cancel(wide, backend, monkeypatch):
+def test_lagging_norms_restart_the_map_when_they_cannot_keep_the_precision(wide, backend, monkeypatch):
     from fastgd import _lagging_norms
 
-    # with the bound at 1.5 the kept sums count as cancelling as soon as B is a third of the
-    # alive weights: the driver folds the pending catch-up (every coordinate brought up to
-    # date) and starts a new state, and the model equals one that never deferred
-    monkeypatch.setattr(_lagging_norms, "MAX_CANCELLATION", 1.5)
+    # with the precision asked at 1e-16 the kept sums never meet it: every call folds the
+    # pending catch-up (every coordinate brought up to date) and starts a new state, and the
+    # model equals one that never deferred
+    monkeypatch.setattr(_lagging_norms, "PRECISION", 1e-16)
     X, y = wide
     params = L1_PATHS[0]
     ours, reference = _l2_sgd(backend, **params), _l2_sgd("numpy", **params)
@@ -554,6 +555,52 @@ def test_lagging_norms_restart_the_map_before_their_sums_cancel(wide, backend, m
         reference.partial_fit(Xc, yc, classes=[0, 1])
         states.append(ours._train_state.lazy)
     assert len({id(state) for state in states}) > 2  # restarted along the way
+    np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+    # and a fit's epochs, which cannot restart mid-call, take the penalty from a full pass
+    ours = _l2_sgd(backend, **params, max_iter=4, tol=None).fit(X[:200], y[:200])
+    reference = _l2_sgd("numpy", **params, max_iter=4, tol=None).fit(X[:200], y[:200])
+    assert ours._train_state.lazy is not None
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_long_l1_stream_keeps_the_loss_curve_to_the_reference(backend):
+    # 40 rows, two columns in every row and one of 20,000 each: the L1 shrink B grows large
+    # against the alive weights, and each call removes and adds entries of B's size, whose
+    # rounding the running sums gather (found by a helper session: 3e-9 after 1,500 calls
+    # before the sums were recomputed when their error bound passed PRECISION)
+    rng = np.random.default_rng(0)
+    n, p = 40, 20000
+    rows = np.repeat(np.arange(n), 3)
+    cols = np.c_[np.zeros(n, int), 1 + (np.arange(n) % 2), rng.integers(3, p, n)].ravel()
+    vals = np.c_[np.ones(n), np.ones(n), rng.random(n) + 0.5].ravel()
+    X = sp.csr_matrix((vals, (rows, cols)), shape=(n, p))
+    y = 1.0 + 0.3 * (np.arange(n) % 2) + 0.01 * rng.standard_normal(n)
+    kw = dict(optimizer="sgd", batch_size=1, penalty="l1", alpha=0.05, learning_rate=0.3, shuffle=False,
+              random_state=0)
+    ours, reference = LinearRegression(backend=backend, **kw), LinearRegression(backend="numpy", **kw)
+    for _ in range(500):
+        ours.partial_fit(X, y)
+        reference.partial_fit(X, y)
+    assert ours._train_state.lazy is not None
+    np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("schedule", [CosineWarmRestarts(T_0=1000, lr_min=0.45, unit="step"),
+                                      OneCycle(max_lr=0.45, div_factor=1e4, pct_start=0.2, total_steps=5000)])
+def test_schedules_above_the_base_rate_bound_the_deferred_shrink(backend, schedule):
+    # (found by a helper session) their rate rises above learning_rate: the driver's bound of
+    # an epoch's shrink must see it, or the kernel restarts the map mid-call under the norms
+    X, y, _ = make_sparse_classification(1200, 20000, 8, random_state=0)
+    kw = dict(optimizer="sgd", batch_size=1, penalty="elasticnet", alpha=2.0, l1_ratio=0.001, learning_rate=1e-4,
+              schedule=schedule, random_state=0)
+    ours, reference = LogisticRegression(backend=backend, **kw), LogisticRegression(backend="numpy", **kw)
+    for i in range(0, 1200, 100):
+        ours.partial_fit(X[i:i + 100], y[i:i + 100], classes=[0, 1])
+        reference.partial_fit(X[i:i + 100], y[i:i + 100], classes=[0, 1])
     np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(ours.loss_curve_, reference.loss_curve_, rtol=1e-10)
 
@@ -622,3 +669,16 @@ def test_hogwild_with_l1_keeps_no_deferred_state(wide, backend, monkeypatch):
         assert model._train_state.lazy is None
     assert not any(seen)  # (and no CSR epoch of the driver's carried one)
     assert np.isfinite(model.coef_).all() and np.count_nonzero(model.coef_) > 0
+
+
+@pytest.mark.parametrize("schedule, peak", [(CosineWarmRestarts(T_0=10, lr_min=0.45), 0.45),
+                                            (OneCycle(max_lr=0.45, total_steps=100), 0.45),
+                                            (OneCycle(total_steps=100), 1e-4),
+                                            (OneCycle(div_factor=1e-2, final_div_factor=1e-3, total_steps=100), 10.0)])
+def test_max_learning_rate_bounds_the_schedules_that_rise(wide, schedule, peak):
+    from fastgd._solver import max_learning_rate
+
+    X, y = wide
+    model = LogisticRegression(learning_rate=1e-4, schedule=schedule).partial_fit(X[:10], y[:10], classes=[0, 1])
+    codes, hp = model._kernel_arrays(10)
+    assert max_learning_rate(codes, hp) == pytest.approx(peak)
