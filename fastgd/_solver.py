@@ -190,6 +190,20 @@ class DeferredCatchUp:
         return DeferredCatchUp(self.work.copy(), self.running.copy(), self.signature,
                                None if self.norms is None else self.norms.copy())
 
+    def restart(self, ts):
+        """Bring every coordinate of ``ts`` up to date in place and start the map again at
+        ``A = 1, B = 0``, keeping this object and the kernel buffers it lends
+        (O(n_features))."""
+        T = ts.t[0]
+        self.catch_up(ts.coef, ts.opt_state, T)
+        self.work[:, 0], self.work[:, 1], self.work[:, 2] = float(T), 1.0, 0.0
+        self.running[C.D_A], self.running[C.D_B] = 1.0, 0.0
+        ts.sq_norm = None
+        if self.signature[2]:
+            self.running[C.D_SQ] = ts.stored_sq_norm()
+        if self.norms is not None:
+            self.norms = LaggingNorms.start(ts.coef, self.work)
+
     def catch_up(self, coef, opt_state, T):
         """Bring the coordinates that are behind up to clock ``T`` in ``coef`` (and RMSprop's
         accumulators in ``opt_state``, when given): the kernels' catch-up map, vectorised. The
@@ -922,6 +936,18 @@ def _train_epochs(backend, problem, ts, s, n_epochs, check_convergence, grad, wo
         order = epoch_order(ts.rng, problem.train_idx, s.shuffle, problem.X) if shuffle else problem.train_idx
         hp[C.H_EPOCH] = ts.n_iter
         hp[C.H_LR_SCALE] = ts.plateau[2]
+        if running_scale or ts.lazy is not None:
+            # settle_scale bounds a call's first epoch: a later one can bring the running scale
+            # or the deferred map to the kernels' own fold / restart, which changes every row
+            # under this epoch's undo of the rows it touches (a warm-started fit on other data
+            # leaves rows it never touches). So fold / restart here first, before the undo is
+            # taken. (A continued call with the caller's undo is a partial_fit: one epoch.)
+            shrink = _epoch_log_shrink(problem, s)
+            if running_scale and -math.log(ts.scale) + shrink > SCALE_FOLD_MARGIN:
+                ts.fold_running_scale()
+            if ts.lazy is not None and -math.log(running[C.D_A]) + shrink > DEFERRED_FOLD_MARGIN:
+                ts.lazy.restart(ts)
+                norms = ts.lazy.norms
         undo = TrainingUndo(ts, rows) if rollback else None
         start_coef = start_state = None
         if track_best:  # the epoch's starting point, kept if it turns out the best

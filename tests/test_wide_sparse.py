@@ -682,3 +682,42 @@ def test_max_learning_rate_bounds_the_schedules_that_rise(wide, schedule, peak):
     model = LogisticRegression(learning_rate=1e-4, schedule=schedule).partial_fit(X[:10], y[:10], classes=[0, 1])
     codes, hp = model._kernel_arrays(10)
     assert max_learning_rate(codes, hp) == pytest.approx(peak)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("params, fail_at", [
+    # per-sample SGD with L2: the running scale shrinks by ~e^-2 an epoch and reaches the
+    # kernels' own fold (1e-9, every row folded) during epoch 11
+    (dict(alpha=0.2, learning_rate=0.05), 11),
+    # mini-batch SGD with L2: the deferred map's A shrinks by ~e^-11 an epoch and reaches the
+    # kernels' restart (1e-100, every row caught up) during epoch 21
+    (dict(optimizer="sgd", batch_size=4, alpha=0.4, learning_rate=0.5), 21),
+])
+def test_a_warm_started_fit_failing_where_the_kernels_would_fold_keeps_the_epoch_before(
+        wide, backend, params, fail_at, monkeypatch):
+    # settle_scale bounds a call's first epoch only; a later epoch's undo of the rows it touches
+    # would miss the rows a fold in it changed that this fit's data never touch (the columns
+    # only the first fit's data store): the driver folds / restarts before that epoch's undo
+    from fastgd import _solver
+
+    X, y = wide
+    kw = dict(params, max_iter=2, tol=None, warm_start=True)
+    model, twin = _l2_sgd(backend, **kw).fit(X[:100], y[:100]), _l2_sgd(backend, **kw).fit(X[:100], y[:100])
+    only_first = np.setdiff1d(X[:100].indices, X[100:300].indices)
+    assert np.count_nonzero(model._train_state.parameters()[only_first]) > 0  # (rows the second fit never touches)
+    twin.set_params(max_iter=fail_at - 1).fit(X[100:300], y[100:300])
+    original = _solver.Problem.epoch
+    calls = []
+
+    def epoch(self, *args, **kwargs):
+        status, loss_sum = original(self, *args, **kwargs)
+        calls.append(1)
+        return (C.STATUS_NONFINITE, np.nan) if len(calls) == fail_at else (status, loss_sum)
+
+    monkeypatch.setattr(_solver.Problem, "epoch", epoch)
+    model.set_params(max_iter=fail_at + 3)
+    with pytest.raises(DivergenceError):
+        model.fit(X[100:300], y[100:300])
+    assert len(calls) == fail_at and model.n_iter_ == twin.n_iter_ == fail_at - 1
+    np.testing.assert_allclose(model._train_state.parameters(), twin._train_state.parameters(), rtol=1e-12,
+                               atol=1e-300)
