@@ -167,15 +167,21 @@ class DeferredCatchUp:
     @classmethod
     def start(cls, ts, signature):
         """Every coordinate up to date at ``ts``'s clock (O(n_features), once)."""
-        p = ts.coef.shape[0] - 1
-        work = np.empty((p, C.LAZY_FIELDS))
-        work[:, 0], work[:, 1], work[:, 2] = float(ts.t[0]), 1.0, 0.0
         running = np.zeros(C.DEFERRED_FIELDS)
-        running[C.D_A], running[C.D_STAMP] = 1.0, -1.0
-        if signature[2]:  # the weights' sum of squares, kept by the kernel from here on
-            running[C.D_SQ] = ts.stored_sq_norm()
-        norms = LaggingNorms.start(ts.coef, work) if signature[3] else None
-        return cls(work, running, signature, norms)
+        running[C.D_STAMP] = -1.0
+        lazy = cls(np.empty((ts.coef.shape[0] - 1, C.LAZY_FIELDS)), running, signature)
+        lazy._start_map(ts)
+        return lazy
+
+    def _start_map(self, ts):
+        """Every snapshot at ``ts``'s clock with ``A = 1, B = 0``, the map at (1, 0), the sum of
+        squares (when the kernel keeps it) and the norms (with L1) of ``ts.coef``, which must be
+        up to date. The stamps carry on."""
+        self.work[:, 0], self.work[:, 1], self.work[:, 2] = float(ts.t[0]), 1.0, 0.0
+        self.running[C.D_A], self.running[C.D_B] = 1.0, 0.0
+        if self.signature[2]:  # the weights' sum of squares, kept by the kernel from here on
+            self.running[C.D_SQ] = ts.stored_sq_norm()
+        self.norms = LaggingNorms.start(ts.coef, self.work) if self.signature[3] else None
 
     def buffers(self, coef):
         """The kernel's ``grad`` (all zeros; the kernel leaves it so) and ``index_work`` (stamps
@@ -194,15 +200,9 @@ class DeferredCatchUp:
         """Bring every coordinate of ``ts`` up to date in place and start the map again at
         ``A = 1, B = 0``, keeping this object and the kernel buffers it lends
         (O(n_features))."""
-        T = ts.t[0]
-        self.catch_up(ts.coef, ts.opt_state, T)
-        self.work[:, 0], self.work[:, 1], self.work[:, 2] = float(T), 1.0, 0.0
-        self.running[C.D_A], self.running[C.D_B] = 1.0, 0.0
+        self.catch_up(ts.coef, ts.opt_state, ts.t[0])
         ts.sq_norm = None
-        if self.signature[2]:
-            self.running[C.D_SQ] = ts.stored_sq_norm()
-        if self.norms is not None:
-            self.norms = LaggingNorms.start(ts.coef, self.work)
+        self._start_map(ts)
 
     def catch_up(self, coef, opt_state, T):
         """Bring the coordinates that are behind up to clock ``T`` in ``coef`` (and RMSprop's
