@@ -38,7 +38,7 @@ name = "numba"
 # keys a kernel on the file defining it (this one), not on the functions it inlines from
 # _rules.py: changing this line with _rules.py invalidates the cache (tests/test_engines.py
 # checks it is current).
-RULES_DIGEST = "b3c9bc3613d3db43"
+RULES_DIGEST = "d3756001b1731378"
 
 
 def rules_digest():
@@ -233,7 +233,7 @@ def _prefetch_csr_ahead(data, indices, indptr, order, j, n_steps):
         _prefetch_span(indices, indptr[q], indptr[q + 1])
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def learning_rate(codes, hp, t):
     """The schedule of :mod:`fastgd.schedules` at step clock ``t`` / epoch ``hp[H_EPOCH]``."""
     return _rules.learning_rate(codes[_C_SCHED], codes[_C_UNIT], float(t), hp)

@@ -69,7 +69,7 @@ NEGLIGIBLE = cython.declare(cython.double, 1e-17)
 NUMBA_INLINE = frozenset({
     "_sgd_span", "_momentum_span", "_adagrad_span", "_rmsprop_span", "_adam_span", "_adamax_span",
     "_nadam_span", "_update_span", "_update_rows", "apply_step", "apply_step_rows", "clip_scale", "step_factors",
-    "lazy_shrink", "soft_threshold", "catch_up", "hogwild_coordinate",
+    "lazy_shrink", "soft_threshold", "catch_up", "hogwild_coordinate", "plain_sgd_sample", "learning_rate",
 })
 
 
@@ -143,7 +143,21 @@ def _cosine_restarts(eta0: cython.double, c: cython.double, hp: cython.p_double)
 @cython.nogil
 @cython.exceptval(check=False)
 def learning_rate(sched: cython.long, unit: cython.long, t: cython.double, hp: cython.p_double) -> cython.double:
-    """The rate of the step at clock ``t`` (steps taken) in epoch ``hp[H_EPOCH]``."""
+    """The rate of the step at clock ``t`` (steps taken) in epoch ``hp[H_EPOCH]``. The constant
+    rate without warm-up (what most fits use) is answered here, every other schedule by
+    :func:`scheduled_rate`: Numba inlines this test into each kernel's step and calls the rest
+    (a call per step cost per-sample SGD ~45 instructions a sample, 4-10 % of its time)."""
+    if sched == SCHED_CONSTANT and not hp[H_WARMUP] > 0:
+        return hp[H_LR_SCALE] * hp[H_LR]
+    return scheduled_rate(sched, unit, t, hp)
+
+
+@cython.cfunc
+@cython.inline
+@cython.nogil
+@cython.exceptval(check=False)
+def scheduled_rate(sched: cython.long, unit: cython.long, t: cython.double, hp: cython.p_double) -> cython.double:
+    """:func:`learning_rate` of every schedule, warm-up included."""
     c: cython.double = t if unit == UNIT_STEP else hp[H_EPOCH]
     eta0: cython.double = hp[H_LR]
     warm: cython.double = hp[H_WARMUP]
